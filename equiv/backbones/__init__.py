@@ -1,0 +1,5 @@
+"""Backbone adapters: every backbone is an ``nn.Module``; image ones add ``features``/``head``."""
+
+from equiv.backbones.small_cnn import SmallCNN
+
+__all__ = ["SmallCNN"]

@@ -1,0 +1,89 @@
+"""Config checks that run before any heavy work, and the resolvers the config tree uses.
+
+Errors are ``ConfigError``: ``run.py`` prints them as one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_GROUPS = ("task", "method", "backbone", "group", "logger", "experiment")
+# Keys that do not change what a run computes, left out of its output directory name.
+DIRNAME_EXCLUDED = ("seed", "logger", "task", "method", "force", "output_root", "cache_dir",
+                    "device", "exp_name")
+
+
+class ConfigError(ValueError):
+    """A bad command line or config: reported in one line, exit code 2."""
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("or_default"):
+        OmegaConf.register_new_resolver("or_default", lambda value, default: value or default)
+
+
+def group_options(config_dir: Path, group: str) -> list[str]:
+    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+
+
+def _choices(value: object) -> list[str]:
+    """The option names an override value asks for (a sweep ``a,b`` asks for several)."""
+    from hydra.core.override_parser.types import ChoiceSweep, Glob, RangeSweep
+
+    if isinstance(value, ChoiceSweep):
+        return [str(v) for v in value.list]
+    if isinstance(value, Glob | RangeSweep):
+        return []
+    return [] if value is None else [str(value)]
+
+
+def check_group_overrides(argv: Sequence[str], config_dir: Path) -> None:
+    """Reject unknown config-group options before Hydra composes (and before torch loads)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    args = [a for a in argv if not a.startswith("-") and "=" in a]
+    try:
+        overrides = parser.parse_overrides(args)
+    except HydraException as err:
+        raise ConfigError(f"cannot parse the command line: {str(err).splitlines()[0]}") from err
+    for ov in overrides:
+        group = ov.key_or_group.split("/")[-1] if "/" in ov.key_or_group else ov.key_or_group
+        if ov.key_or_group not in CONFIG_GROUPS or ov.is_delete():
+            continue
+        valid = group_options(config_dir, group)
+        for choice in _choices(ov.value()):
+            if choice not in valid:
+                raise ConfigError(f"unknown {group} {choice!r}; valid {group} options: "
+                                  f"{', '.join(valid)}")
+
+
+def _positive(cfg: DictConfig, path: str, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, path)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}={value!r} must be a number")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{path}={value} must be {bound}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks common to every task; the task family's ``validate`` adds its own."""
+    compatible = list(cfg.task.get("compatible_groups") or [])
+    if compatible and cfg.group.name not in compatible:
+        raise ConfigError(f"group={cfg.group.name} does not fit task {cfg.task.name}; valid "
+                          f"groups: {', '.join(compatible)}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    for path in ("task.finetune.steps", "method.lambda_phase.steps", "task.pretrain.epochs"):
+        _positive(cfg, path, allow_zero=True)
+    for path in ("task.finetune.lr", "task.finetune.batch_size", "task.finetune.eval_every",
+                 "task.pretrain.lr", "task.pretrain.batch_size", "method.lambda_phase.lr",
+                 "method.lambda_phase.batch_size", "task.eval.batch_size"):
+        _positive(cfg, path)

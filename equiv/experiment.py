@@ -1,0 +1,35 @@
+"""The contract between ``run.py`` and a task family's module in ``experiments/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from equiv.loggers import RunLogger
+
+
+@dataclass
+class RunContext:
+    """What a task needs from the runner: where to write, cache, log and compute."""
+
+    run_dir: Path
+    cache_dir: Path
+    device: torch.device
+    logger: RunLogger
+    seed: int
+
+
+@dataclass
+class Outcome:
+    """What a task returns: scalar metrics, curves (metric vs step) and anything else to record."""
+
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    summary: list[tuple[str, str]] = field(default_factory=list)   # (label, value) lines to print
+
+    def add_point(self, curve: str, step: int, value: float) -> None:
+        self.curves.setdefault(curve, []).append({"step": step, "value": value})

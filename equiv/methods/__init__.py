@@ -1,0 +1,21 @@
+"""Symmetrizers of a pretrained backbone: vanilla, equitune, λ-equitune and equizero."""
+
+from __future__ import annotations
+
+from equiv.methods.base import Equitune, Symmetrizer, Vanilla
+from equiv.methods.equizero import PROXIES, Equizero
+from equiv.methods.factory import METHOD_NAMES, build_method
+from equiv.methods.lambda_equitune import LambdaEquitune, LambdaNet, normalize_weights
+
+__all__ = [
+    "METHOD_NAMES",
+    "PROXIES",
+    "Equitune",
+    "Equizero",
+    "LambdaEquitune",
+    "LambdaNet",
+    "Symmetrizer",
+    "Vanilla",
+    "build_method",
+    "normalize_weights",
+]

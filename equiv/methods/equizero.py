@@ -1,0 +1,94 @@
+"""Equizero: keep the single view with the smallest proxy loss, ``g*⁻¹·M(g*·x)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from equiv.groups import GroupAction
+from equiv.methods.base import Symmetrizer
+
+Proxy = Callable[[Tensor], Tensor]
+Surrogate = Literal["equitune", "identity"]
+
+
+def _per_example(values: Tensor) -> Tensor:
+    """Average a per-position quantity ``[N, ...]`` to one value per example ``[N]``."""
+    return values.reshape(values.shape[0], -1).mean(dim=1)
+
+
+def entropy(y: Tensor) -> Tensor:
+    """Entropy of the softmax over the last dimension (low = confident)."""
+    logp = y.log_softmax(dim=-1)
+    return _per_example(-(logp.exp() * logp).sum(dim=-1))
+
+
+def neg_max_prob(y: Tensor) -> Tensor:
+    """Minus the largest class probability: the paper's "maximum of the probability" score."""
+    return _per_example(-y.softmax(dim=-1).amax(dim=-1))
+
+
+def neg_max_logit(y: Tensor) -> Tensor:
+    """Minus the largest score: CLIP image–text similarity, or a DQN's max Q-value."""
+    return _per_example(-y.amax(dim=-1))
+
+
+PROXIES: dict[str, Proxy] = {
+    "entropy": entropy,
+    "neg_max_prob": neg_max_prob,
+    "neg_max_logit": neg_max_logit,
+}
+
+
+def resolve_proxy(proxy: str | Proxy) -> Proxy:
+    if callable(proxy):
+        return proxy
+    if proxy not in PROXIES:
+        raise ValueError(f"unknown proxy {proxy!r}; valid: {', '.join(sorted(PROXIES))}")
+    return PROXIES[proxy]
+
+
+class Equizero(Symmetrizer):
+    """``g* = argmin_g ℓ(M(g·x))`` per example; output ``g*⁻¹·M(g*·x)``.
+
+    Trainable through a straight-through estimator: the forward value is the equizero output,
+    the gradient is that of a surrogate, the equitune mean (default) or the identity view.
+
+    Ties (within ``tie_tolerance``, relative) are averaged rather than broken by index. Inputs
+    with a non-trivial stabiliser (a token sequence without the permuted words, a symmetric
+    image) have identical views, and picking one of them would break equivariance; averaging the
+    minimisers is λ-equitune with λ the indicator of the argmin set, exactly equivariant always.
+    """
+
+    def __init__(self, backbone: nn.Module, action: GroupAction, proxy: str | Proxy,
+                 surrogate: Surrogate = "equitune", tie_tolerance: float = 1e-6,
+                 chunk_size: int | None = None) -> None:
+        super().__init__(backbone, action, chunk_size)
+        if surrogate not in ("equitune", "identity"):
+            raise ValueError(f"surrogate must be 'equitune' or 'identity', got {surrogate!r}")
+        self.proxy = resolve_proxy(proxy)
+        self.surrogate = surrogate
+        self.tie_tolerance = tie_tolerance
+
+    def _losses(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        _, y = self.views(x)
+        return self.proxy(y).view(self.action.order, -1), self.align(y)    # [G, B], [G, B, ...]
+
+    def select(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(chosen element g* [B] (lowest index among ties), aligned outputs [|G|, B, ...])``."""
+        losses, aligned = self._losses(x)
+        return losses.argmin(dim=0), aligned
+
+    def forward(self, x: Tensor) -> Tensor:
+        losses, aligned = self._losses(x)
+        best = losses.min(dim=0, keepdim=True).values
+        ties = losses <= best + self.tie_tolerance * best.abs().clamp_min(1.0)
+        weights = ties.to(aligned.dtype) / ties.sum(dim=0, keepdim=True)
+        chosen = (weights.view(*weights.shape, *([1] * (aligned.dim() - 2))) * aligned).sum(0)
+        if not (self.training and torch.is_grad_enabled()):
+            return chosen
+        surrogate = aligned.mean(dim=0) if self.surrogate == "equitune" else aligned[0]
+        return surrogate + (chosen - surrogate).detach()

@@ -1,0 +1,78 @@
+"""Pretraining stages whose result is cached under ``cache_dir``, keyed by a hash of their config.
+
+Every method and seed of a task reuses the same pretrained backbone, so comparisons are paired
+and the (possibly long) pretraining runs once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# Bump when the code of a pretraining stage changes what it produces.
+PRETRAIN_CODE_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A cached or given checkpoint cannot be read or does not fit the model."""
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    canonical = json.dumps({"code": PRETRAIN_CODE_VERSION, **config}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``: no half-written checkpoints."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: Path, model: nn.Module) -> None:
+    """Load a state dict safely (``weights_only``) with a clear error when it does not fit."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:  # corrupted file, wrong architecture, ...
+        raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {err}. "
+                              "Delete it (or run with force=true) to rebuild it.") from err
+
+
+def cached_pretrain(cache_dir: Path, kind: str, key: Mapping[str, Any], model: nn.Module,
+                    train: Callable[[nn.Module], dict[str, Any]]) -> tuple[dict[str, Any], Path]:
+    """Load ``model``'s pretrained weights from the cache, or run ``train(model)`` and cache them.
+
+    Returns the stage's metadata (the key, its hash and what ``train`` reported) and the
+    checkpoint path.
+    """
+    digest = config_hash(key)
+    folder = cache_dir / "pretrained" / f"{kind}-{digest}"
+    weights, meta_path = folder / "model.pt", folder / "meta.json"
+    if weights.exists() and meta_path.exists():
+        load_state(weights, model)
+        meta = json.loads(meta_path.read_text())
+        return {**meta, "cached": True}, weights
+    report = train(model)
+    meta = {"kind": kind, "hash": digest, "key": dict(key), "report": report}
+    save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    os.replace(tmp, meta_path)
+    return {**meta, "cached": False}, weights

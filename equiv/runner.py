@@ -1,0 +1,77 @@
+"""Run one composed config: validate, skip if complete, run the task, write results atomically.
+
+``run.py`` is a thin Hydra wrapper around ``execute``; tests call ``execute`` in-process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from equiv.config import validate as validate_common
+
+
+@dataclass
+class RunReport:
+    """What happened: skipped (already complete) or ran, where the results are, what to print."""
+
+    results_path: Path
+    skipped: bool
+    summary: list[tuple[str, str]]
+    wall_time_s: float = 0.0
+
+
+def validate(cfg: DictConfig) -> None:
+    """All checks before heavy work; raises ``ConfigError`` (or ``ValueError``)."""
+    from experiments import family_module
+
+    validate_common(cfg)
+    family_module(cfg.task.family).validate(cfg)
+
+
+def execute(cfg: DictConfig, run_dir: Path) -> RunReport:
+    """Validate, then run ``cfg`` into ``run_dir`` unless a complete result is already there."""
+    validate(cfg)
+    from equiv.results import RESULTS_FILE, is_complete
+
+    if is_complete(run_dir) and not cfg.force:
+        return RunReport(run_dir / RESULTS_FILE, skipped=True, summary=[])
+
+    from equiv.experiment import RunContext
+    from equiv.loggers import make_logger
+    from equiv.results import build_results, write_results
+    from equiv.training import resolve_device
+    from experiments import family_module
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    started = time.time()
+    device = resolve_device(cfg.device)
+    logger = make_logger(cfg.logger, plain, run_dir)
+    ctx = RunContext(run_dir=run_dir, cache_dir=Path(cfg.cache_dir), device=device,
+                     logger=logger, seed=cfg.seed)
+    try:
+        outcome = family_module(cfg.task.family).run(cfg, ctx)
+        wall = time.time() - started
+        results = build_results(config=plain, metrics=outcome.metrics, curves=outcome.curves,
+                                started_at=started, wall_time_s=wall, device=str(device),
+                                extra=outcome.extra)
+        path = write_results(run_dir, results)
+        logger.log_summary({k: v for k, v in outcome.metrics.items() if v is not None})
+    finally:
+        logger.finish()
+    return RunReport(path, skipped=False, summary=outcome.summary, wall_time_s=wall)
+
+
+def format_summary(cfg: DictConfig, report: RunReport) -> str:
+    head = (f"{cfg.task.name} · {cfg.method.name} · {cfg.backbone.name} · group {cfg.group.name}"
+            f" · seed {cfg.seed}")
+    if report.skipped:
+        return f"skip: {head}: {report.results_path} is complete (force=true reruns it)"
+    width = max([len(label) for label, _ in report.summary] + [20])
+    lines = [head, *(f"  {label:<{width}}  {value}" for label, value in report.summary),
+             f"results: {report.results_path}  ({report.wall_time_s:.1f} s)"]
+    return "\n".join(lines)

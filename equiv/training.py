@@ -1,0 +1,85 @@
+"""Shared training utilities: seeding, devices, progress bars, batching, the step loop."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for data order and transforms."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "") -> Iterable[T]:
+    """A progress bar on a terminal, silence otherwise (logs, CI, sweeps)."""
+    return tqdm(iterable, total=total, desc=desc, disable=None, leave=False, dynamic_ncols=True)
+
+
+def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+    """Endless shuffled minibatch indices; each epoch is a fresh permutation, none is cut short."""
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            yield order[start:start + batch_size]
+
+
+def check_finite(loss: Tensor, step: int) -> None:
+    if not math.isfinite(loss.item()):
+        raise NonFiniteLossError(f"non-finite loss {loss.item()} at step {step}")
+
+
+def train_steps(params: Iterable[nn.Parameter], loss_at: Callable[[int], Tensor], steps: int,
+                lr: float, weight_decay: float = 0.0, desc: str = "train",
+                on_step: Callable[[int], None] | None = None) -> None:
+    """Adam for ``steps`` steps on ``loss_at(step)``; ``on_step(step)`` runs after each update."""
+    optimizer = torch.optim.Adam(list(params), lr=lr, weight_decay=weight_decay)
+    for step in progress(range(1, steps + 1), total=steps, desc=desc):
+        loss = loss_at(step)
+        check_finite(loss, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if on_step is not None:
+            on_step(step)
+
+
+@torch.no_grad()
+def predict(model: Callable[[Tensor], Tensor], x: Tensor, batch_size: int,
+            device: torch.device) -> Tensor:
+    """Model outputs for ``x`` in evaluation batches, gathered on the CPU."""
+    return torch.cat([model(part.to(device)).cpu() for part in x.split(batch_size)])
+
+
+def accuracy(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, batch_size: int,
+             device: torch.device) -> float:
+    return (predict(model, x, batch_size, device).argmax(-1) == y).float().mean().item()
+
+
+def derived_generator(seed: int, purpose: str) -> torch.Generator:
+    """An independent, reproducible random stream per purpose (data order, test transforms...)."""
+    import zlib
+
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(purpose.encode())) % 2**63)

@@ -1,0 +1,242 @@
+"""Image classification under test-time rotations/mirrors: pretrain upright, transfer by
+symmetrizing.
+
+Protocol (digits, Fashion-MNIST): a small CNN is pretrained on upright training images and cached;
+every test image is transformed by its own seeded random element of the task's transformation
+group; each method is evaluated zero-shot, then finetuned on randomly transformed training images
+with the test accuracy logged along the way. λ-equitune first trains its λ-network alone on
+cached frozen features (the paper's "prefinetuning"), then the backbone (λ frozen or not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from equiv.backbones import SmallCNN
+from equiv.data.digits import ImageSplit, load_digits_split
+from equiv.experiment import Outcome, RunContext
+from equiv.groups import GroupAction, make_action
+from equiv.methods import LambdaEquitune, Symmetrizer, build_method
+from equiv.pretraining import cached_pretrain
+from equiv.testing import equivariance_error
+from equiv.training import (
+    accuracy,
+    derived_generator,
+    index_batches,
+    seed_everything,
+    train_steps,
+)
+
+DATASETS: dict[str, Callable[[DictConfig], ImageSplit]] = {
+    "digits": lambda data: load_digits_split(data.test_fraction, data.split_seed),
+}
+
+
+def _to_plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def build_backbone(cfg: DictConfig, split: ImageSplit) -> SmallCNN:
+    c, h, _ = split.image_shape
+    b = cfg.backbone
+    return SmallCNN(c, split.num_classes, h, channels=tuple(b.channels), hidden=b.hidden,
+                    dropout=b.dropout)
+
+
+def pretrain_upright(model: SmallCNN, split: ImageSplit, p: DictConfig,
+                     device: torch.device) -> dict[str, Any]:
+    """Plain supervised training on upright images: the "pretrained model" of this task."""
+    gen = seed_everything(p.seed)
+    model.to(device).train()
+    steps = p.epochs * max(1, len(split.x_train) // p.batch_size)
+    batches = index_batches(len(split.x_train), p.batch_size, gen)
+
+    def loss_at(_: int) -> Tensor:
+        idx = next(batches)
+        return F.cross_entropy(model(split.x_train[idx].to(device)), split.y_train[idx].to(device))
+
+    train_steps(model.parameters(), loss_at, steps, p.lr, p.weight_decay, desc="pretrain")
+    model.eval()
+    return {"steps": steps,
+            "train_accuracy": accuracy(model, split.x_train, split.y_train, 512, device)}
+
+
+def transform_elements(n: int, order: int, mode: str, batch_size: int,
+                       gen: torch.Generator) -> Tensor:
+    """One random group element per image (default), or per evaluation batch (authors' code)."""
+    if mode == "per_batch":
+        per_batch = torch.randint(order, (-(-n // batch_size),), generator=gen)
+        return per_batch.repeat_interleave(batch_size)[:n]
+    return torch.randint(order, (n,), generator=gen)
+
+
+def upright_selection_rate(model: Symmetrizer, x: Tensor, g: Tensor, transform: GroupAction,
+                           device: torch.device) -> float | None:
+    """How often λ's largest weight, or equizero's choice, is the view that undoes the test
+    transform (only meaningful when the model's group is the transformation group)."""
+    if model.action.name != transform.name:
+        return None
+    with torch.no_grad():
+        if isinstance(model, LambdaEquitune):
+            chosen = model.lambda_weights(x.to(device)).argmax(dim=1).cpu()
+        elif hasattr(model, "select"):
+            chosen = model.select(x.to(device))[0].cpu()
+        else:
+            return None
+    return (chosen == transform.inverse(g)).float().mean().item()
+
+
+def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
+    task, mcfg = cfg.task, cfg.method
+    out = Outcome()
+    split = DATASETS[task.dataset](task.data)
+    device = ctx.device
+
+    backbone = build_backbone(cfg, split)
+    if cfg.backbone.pretrained:
+        key = {"dataset": task.dataset, "data": _to_plain(task.data),
+               "backbone": _to_plain(cfg.backbone), "pretrain": _to_plain(task.pretrain)}
+        meta, path = cached_pretrain(ctx.cache_dir, f"{task.dataset}-{cfg.backbone.name}", key,
+                                     backbone, lambda m: pretrain_upright(m, split, task.pretrain,
+                                                                          device))
+        out.extra["pretrain"] = {**meta, "checkpoint": str(path)}
+    else:
+        seed_everything(ctx.seed)
+        backbone = build_backbone(cfg, split)      # explicit random initialisation
+        out.extra["pretrain"] = None
+    backbone.to(device).eval()
+
+    ev = task.eval
+    out.metrics["upright_accuracy"] = accuracy(backbone, split.x_test, split.y_test,
+                                               ev.batch_size, device)
+
+    seed_everything(ctx.seed)
+    action = make_action(cfg.group.name, **_to_plain(cfg.group.get("kwargs") or {}))
+    transform = make_action(task.transform)
+    model = build_method(_to_plain(mcfg), backbone, action, split.image_shape).to(device)
+
+    g_test = transform_elements(len(split.x_test), transform.order, ev.transform_mode,
+                                ev.batch_size, derived_generator(ctx.seed, "test_transform"))
+    x_test = transform.act_in(split.x_test, g_test)
+    probe = x_test[: ev.invariance_probe].to(device)
+
+    def evaluate(curve: str | None = None, step: int = 0) -> float:
+        model.eval()
+        acc = accuracy(model, x_test, split.y_test, ev.batch_size, device)
+        if curve is not None:
+            out.add_point(curve, step, acc)
+            ctx.logger.log_metrics({curve: acc}, step=step)
+        return acc
+
+    def invariance_error() -> float:
+        model.eval()
+        return equivariance_error(model, action, probe, invariant=action.invariant_output)
+
+    out.metrics["zeroshot_accuracy"] = evaluate()
+    out.metrics["zeroshot_invariance_error"] = invariance_error()
+    out.metrics["zeroshot_upright_selected"] = upright_selection_rate(model, x_test, g_test,
+                                                                      transform, device)
+    step_offset = 0
+    if isinstance(model, LambdaEquitune) and mcfg.lambda_phase.steps > 0:
+        train_lambda_only(model, split, transform, cfg, ctx)
+        step_offset = mcfg.lambda_phase.steps
+        out.metrics["lambda_phase_accuracy"] = evaluate("test_accuracy", step_offset)
+        out.metrics["lambda_phase_upright_selected"] = upright_selection_rate(
+            model, x_test, g_test, transform, device)
+    else:
+        evaluate("test_accuracy", 0)
+
+    ft = task.finetune
+    if ft.steps > 0:
+        params = list(model.backbone.parameters())
+        if isinstance(model, LambdaEquitune) and not mcfg.freeze_lambda:
+            params += list(model.lambda_net.parameters())
+        for p in model.backbone.parameters():
+            p.requires_grad_(True)
+        gen = derived_generator(ctx.seed, "finetune")
+        batches = index_batches(len(split.x_train), ft.batch_size, gen)
+
+        def loss_at(_: int) -> Tensor:
+            idx = next(batches)
+            g = torch.randint(transform.order, (len(idx),), generator=gen)
+            x = transform.act_in(split.x_train[idx], g).to(device)
+            model.train()
+            return F.cross_entropy(model(x), split.y_train[idx].to(device))
+
+        def on_step(step: int) -> None:
+            if step % ft.eval_every == 0 or step == ft.steps:
+                evaluate("test_accuracy", step_offset + step)
+
+        train_steps(params, loss_at, ft.steps, ft.lr, ft.weight_decay, desc="finetune",
+                    on_step=on_step)
+        out.metrics["finetuned_accuracy"] = out.curves["test_accuracy"][-1]["value"]
+        out.metrics["finetuned_invariance_error"] = invariance_error()
+        out.metrics["finetuned_upright_selected"] = upright_selection_rate(
+            model, x_test, g_test, transform, device)
+    out.extra["parameters"] = {
+        "backbone": sum(p.numel() for p in model.backbone.parameters()),
+        "added": sum(p.numel() for p in model.parameters()) - sum(
+            p.numel() for p in model.backbone.parameters()),
+    }
+    out.summary = summary_lines(out, cfg)
+    return out
+
+
+def train_lambda_only(model: LambdaEquitune, split: ImageSplit, transform: GroupAction,
+                      cfg: DictConfig, ctx: RunContext) -> None:
+    """Phase 1: only the λ-network learns; the frozen backbone never runs twice on a view.
+
+    With ``lambda_input=features`` the features of every training image's |G| views are computed
+    once and cached. The model is invariant, so a randomly transformed training image has the
+    same view set as the upright one, only permuted: training on the cached views is exact.
+    """
+    lp, device = cfg.method.lambda_phase, ctx.device
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    model.backbone.eval()
+    gen = derived_generator(ctx.seed, "lambda_phase")
+    batches = index_batches(len(split.x_train), lp.batch_size, gen)
+    order = model.action.order
+
+    if model.lambda_input == "features":
+        with torch.no_grad():
+            cached = torch.cat([
+                model.stacked_features(part.to(device)).view(order, len(part), -1).transpose(0, 1)
+                for part in split.x_train.split(cfg.task.eval.batch_size)])     # [N, G, D]
+
+        def forward(idx: Tensor) -> Tensor:
+            feats = cached[idx.to(cached.device)].transpose(0, 1).reshape(order * len(idx), -1)
+            return model.combine_features(feats)
+    else:
+        def forward(idx: Tensor) -> Tensor:
+            g = torch.randint(transform.order, (len(idx),), generator=gen)
+            return model(transform.act_in(split.x_train[idx], g).to(device))
+
+    def loss_at(_: int) -> Tensor:
+        idx = next(batches)
+        model.lambda_net.train()
+        return F.cross_entropy(forward(idx), split.y_train[idx].to(device))
+
+    train_steps(model.lambda_net.parameters(), loss_at, lp.steps, lp.lr, desc="lambda phase")
+
+
+def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
+    m = out.metrics
+    lines = [("upright test accuracy (pretrained backbone, no transform)", m["upright_accuracy"]),
+             (f"{cfg.task.transform} test accuracy, zero-shot", m["zeroshot_accuracy"])]
+    if "lambda_phase_accuracy" in m:
+        lines.append((f"  after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
+                      "frozen)", m["lambda_phase_accuracy"]))
+    if "finetuned_accuracy" in m:
+        lines.append((f"  after finetuning ({cfg.task.finetune.steps} steps)",
+                      m["finetuned_accuracy"]))
+    err = m.get("finetuned_invariance_error", m["zeroshot_invariance_error"])
+    lines = [(label, f"{value:.4f}") for label, value in lines]
+    lines.append((f"max |F(g·x) − F(x)| over {cfg.group.name} (invariance error)", f"{err:.2e}"))
+    return lines
