@@ -9,6 +9,7 @@ Bad input exits with code 2 and one line on stderr, before torch is imported.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,13 +28,28 @@ def fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
+def remove_if_untouched(run_dir: Path, output_root: Path) -> None:
+    """Hydra creates the run directory before we can validate; leave no trace of a refused run."""
+    hydra_files = {".hydra", f"{HydraConfig.get().job.name}.log"}
+    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= hydra_files:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    root = output_root.resolve()
+    for parent in run_dir.resolve().parents:    # and the folders it emptied, below output_root
+        if parent == root or root not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from equiv.runner import execute, format_summary
 
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        report = execute(cfg, Path(HydraConfig.get().runtime.output_dir))
+        report = execute(cfg, run_dir)
     except ConfigError as err:
+        remove_if_untouched(run_dir, Path(cfg.output_root))
         fail(str(err))
     print(format_summary(cfg, report), flush=True)
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv inside the checkout and install equiv with its test and dev extras (idempotent).
+# torch/torchvision are pinned to the builds available offline on the project machines; on a
+# GPU machine with internet any recent CUDA build works (pip install -e ".[test]" alone).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
+  .venv/bin/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+fi
+.venv/bin/pip install --quiet -e ".[test,dev]"
+echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

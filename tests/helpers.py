@@ -1,0 +1,33 @@
+"""Compose configs exactly as ``run.py`` does, without a subprocess."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from equiv.config import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+
+# Budgets small enough for seconds on a 2-core CPU.
+TINY = [
+    "backbone=tiny_cnn",
+    "task.pretrain.epochs=2",
+    "task.finetune.steps=6",
+    "task.finetune.eval_every=3",
+    "task.eval.invariance_probe=16",
+    "++method.lambda_phase.steps=4",
+]
+
+
+def compose_config(*overrides: str, tmp: Path | None = None) -> DictConfig:
+    """The composed config for ``overrides``; outputs and cache under ``tmp`` when given."""
+    register_resolvers()
+    extra = ["run_subdir=test"]
+    if tmp is not None:
+        extra += [f"output_root={tmp / 'outputs'}", f"cache_dir={tmp / 'cache'}"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=[*overrides, *extra])

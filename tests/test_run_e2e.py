@@ -1,0 +1,111 @@
+"""``run.py`` end to end: bad input, a real tiny run, results.json content, skip and force."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from equiv.results import is_complete
+from equiv.runner import execute
+from tests.helpers import ROOT, TINY, compose_config
+
+ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+
+
+def run_py(*args, cwd):
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["task=digits_rot90", "group=nonsense"],
+     "unknown group 'nonsense'; valid group options: d4, hflip, rot180, rot90, trivial"),
+    (["task.finetune.steps=-1"], "task.finetune.steps=-1 must be >= 0"),
+    (["method=equizero", "method.proxy=accuracy"], "method.proxy='accuracy' is not valid"),
+])
+def test_bad_input_exits_2_with_one_line(args, fragment, tmp_path):
+    start = time.monotonic()
+    proc = run_py(*args, f"output_root={tmp_path}", cwd=tmp_path)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert elapsed < 5.0
+    assert list(tmp_path.iterdir()) == []          # no run directory left behind
+
+
+@pytest.mark.slow
+def test_run_py_writes_results_then_skips(tmp_path):
+    args = [*TINY, "method=equitune", f"output_root={tmp_path / 'out'}",
+            f"cache_dir={tmp_path / 'cache'}"]
+    first = run_py(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run_dir = tmp_path / "out" / "digits_rot90" / "equitune"
+    (results_file,) = run_dir.rglob("results.json")
+    assert "seed=0" in str(results_file) and "backbone=tiny_cnn" in str(results_file)
+    assert "rot90 test accuracy, zero-shot" in first.stdout and str(results_file) in first.stdout
+    second = run_py(*args, cwd=tmp_path)
+    assert second.returncode == 0 and second.stdout.startswith("skip: ")
+    assert json.loads(results_file.read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize("method", ["vanilla", "equitune", "lambda_equitune", "equizero"])
+def test_results_json_content(method, tmp_path):
+    cfg = compose_config(*TINY, f"method={method}", "seed=3", tmp=tmp_path)
+    run_dir = tmp_path / "run"
+    report = execute(cfg, run_dir)
+    assert not report.skipped and is_complete(run_dir)
+    res = json.loads(report.results_path.read_text())
+    assert (res["task"], res["method"], res["backbone"], res["group"], res["seed"]) == (
+        "digits_rot90", method, "small_cnn", "rot90", 3)
+    assert res["pretrained"] is True and res["config"]["method"]["name"] == method
+    assert res["versions"]["torch"] and res["wall_time_s"] > 0 and res["device"] == "cpu"
+    m = res["metrics"]
+    for key in ("upright_accuracy", "zeroshot_accuracy", "finetuned_accuracy"):
+        assert 0.0 <= m[key] <= 1.0
+    steps = [p["step"] for p in res["curves"]["test_accuracy"]]
+    offset = 4 if method == "lambda_equitune" else 0
+    assert steps == [offset, offset + 3, offset + 6]
+    assert res["curves"]["test_accuracy"][-1]["value"] == m["finetuned_accuracy"]
+    if method == "vanilla":
+        assert m["zeroshot_invariance_error"] > 1e-3          # the backbone is not invariant
+    else:
+        assert m["zeroshot_invariance_error"] < 1e-4
+        assert m["finetuned_invariance_error"] < 1e-4
+    if method == "lambda_equitune":
+        assert 0.0 <= m["lambda_phase_accuracy"] <= 1.0
+    assert execute(cfg, run_dir).skipped
+    cfg.force = True
+    rerun = execute(cfg, run_dir)
+    assert not rerun.skipped
+    assert json.loads(rerun.results_path.read_text())["metrics"] == m
+
+
+def test_pretrained_backbone_is_cached_and_shared(tmp_path):
+    first = execute(compose_config(*TINY, "method=vanilla", tmp=tmp_path), tmp_path / "a")
+    second = execute(compose_config(*TINY, "method=equitune", "seed=1", tmp=tmp_path),
+                     tmp_path / "b")
+    meta = [json.loads(r.results_path.read_text())["pretrain"] for r in (first, second)]
+    assert meta[0]["cached"] is False and meta[1]["cached"] is True
+    assert meta[0]["hash"] == meta[1]["hash"]
+    upright = [json.loads(r.results_path.read_text())["metrics"]["upright_accuracy"]
+               for r in (first, second)]
+    assert upright[0] == upright[1]
+
+
+def test_random_init_is_explicit_and_recorded(tmp_path):
+    cfg = compose_config(*TINY, "method=equitune", "backbone.pretrained=false", tmp=tmp_path)
+    res = json.loads(execute(cfg, tmp_path / "r").results_path.read_text())
+    assert res["pretrained"] is False and res["pretrain"] is None
+    assert not (tmp_path / "cache").exists()
+
+
+def test_same_seed_same_metrics(tmp_path):
+    runs = [execute(compose_config(*TINY, "method=equizero", tmp=tmp_path), tmp_path / d)
+            for d in ("x", "y")]
+    metrics = [json.loads(r.results_path.read_text())["metrics"] for r in runs]
+    assert metrics[0] == metrics[1]
