@@ -109,3 +109,33 @@ def test_same_seed_same_metrics(tmp_path):
             for d in ("x", "y")]
     metrics = [json.loads(r.results_path.read_text())["metrics"] for r in runs]
     assert metrics[0] == metrics[1]
+
+
+def test_wandb_logger_gets_config_curves_and_summary(tmp_path, monkeypatch):
+    """A whole run with ``logger=wandb`` against a recording stand-in for the wandb module."""
+    import sys
+    import types
+
+    calls = {"init": [], "log": [], "summary": {}, "finish": 0}
+
+    class Run:
+        summary = types.SimpleNamespace(update=calls["summary"].update)
+
+        def log(self, metrics, step=None):
+            calls["log"].append((metrics, step))
+
+        def finish(self):
+            calls["finish"] += 1
+
+    fake = types.SimpleNamespace(init=lambda **kw: calls["init"].append(kw) or Run())
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_config(*TINY, "method=equitune", "logger=wandb", "exp_name=e1", tmp=tmp_path)
+    res = json.loads(execute(cfg, tmp_path / "w").results_path.read_text())
+    (init,) = calls["init"]
+    assert init["group"] == "e1" and {"digits_rot90", "equitune"} <= set(init["tags"])
+    assert init["config"]["method"]["name"] == "equitune"
+    assert [(m["test_accuracy"], s) for m, s in calls["log"]] == [
+        (p["value"], p["step"]) for p in res["curves"]["test_accuracy"]]
+    assert calls["summary"]["finetuned_accuracy"] == res["metrics"]["finetuned_accuracy"]
+    assert calls["finish"] == 1
