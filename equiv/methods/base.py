@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from equiv.groups import GroupAction
+from equiv.groups import GroupAction, make_action
 
 
 def batched_call(fn: nn.Module, x: Tensor, chunk_size: int | None) -> Tensor:
@@ -45,8 +45,6 @@ class Vanilla(Symmetrizer):
 
     def __init__(self, backbone: nn.Module, action: GroupAction | None = None,
                  chunk_size: int | None = None) -> None:
-        from equiv.groups import make_action
-
         super().__init__(backbone, action or make_action("trivial"), chunk_size)
 
     def forward(self, x: Tensor) -> Tensor:
