@@ -1,0 +1,217 @@
+"""Encoder–decoder RNN with attention for SCAN (Lake & Baroni 2018; Gordon et al. 2020).
+
+The decoder is exposed step by step (``encode`` → ``decode_step``) with an explicit,
+batch-indexable :class:`DecoderState`, because the symmetrizers run all |G|·B transformed
+commands through the model as one batch and combine their next-token distributions at every
+step; they need to repeat, gather and drop rows of the state between steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from equiv.data.vocab import EOS, PAD, SOS
+
+__all__ = ["EOS", "PAD", "SOS", "DecoderState", "Seq2Seq", "pad_batch", "trim_at_eos"]
+
+Cell = Literal["rnn", "gru", "lstm"]
+
+_SEQ_MODULES: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+_CELL_MODULES: dict[str, type[nn.Module]] = {
+    "rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell,
+}
+
+
+def pad_batch(seqs: list[list[int]], pad: int = PAD) -> Tensor:
+    """Right-pad id lists into a ``LongTensor [B, max_len]`` (vocabularies are built elsewhere)."""
+    width = max((len(s) for s in seqs), default=0)
+    out = torch.full((len(seqs), width), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def trim_at_eos(tokens: Tensor, eos: int = EOS) -> list[list[int]]:
+    """Turn decoded ``[B, L]`` ids into lists ending before the first EOS (or PAD).
+
+    Convenience for exact-match scoring of :meth:`Seq2Seq.greedy_decode` output.
+    """
+    out: list[list[int]] = []
+    for row in tokens.tolist():
+        seq: list[int] = []
+        for t in row:
+            if t in (eos, PAD):
+                break
+            seq.append(t)
+        out.append(seq)
+    return out
+
+
+@dataclass
+class DecoderState:
+    """Everything the decoder needs between steps; every field is indexed by batch row.
+
+    ``h``/``c`` are ``[B, H]`` (``c`` only for LSTM), ``enc`` the encoder outputs ``[B, S, H]``
+    and ``mask`` ``[B, S]`` is True at real (non-PAD) source positions.
+    """
+
+    h: Tensor
+    c: Tensor | None
+    enc: Tensor
+    mask: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.h.shape[0]
+
+    def index(self, idx: Tensor) -> DecoderState:
+        """Select/reorder/repeat batch rows (e.g. ``repeat_interleave`` indices, drop finished)."""
+        return DecoderState(
+            h=self.h[idx],
+            c=None if self.c is None else self.c[idx],
+            enc=self.enc[idx],
+            mask=self.mask[idx],
+        )
+
+
+class Seq2Seq(nn.Module):
+    """Bidirectional-encoder / attentional-decoder RNN over integer token ids.
+
+    * Encoder: embedding → dropout → RNN/GRU/LSTM over the packed true-length commands, so
+      padding cannot influence any result. The two directions' outputs are summed to
+      ``hidden``, and their final states are summed to initialise the decoder (parameter-free,
+      as in the SCAN baselines).
+    * Decoder step: embedding → dropout → cell → Luong "general" attention
+      (``score = (W_a h_t) · enc_s``, PAD positions set to -inf) → ``tanh(W_c[ctx; h_t])`` →
+      linear to ``out_vocab`` logits. No input feeding, so the state is just ``(h, c)`` plus
+      the (constant) encoder memory.
+    """
+
+    def __init__(self, in_vocab: int, out_vocab: int, hidden: int = 64, cell: Cell = "lstm",
+                 bidirectional: bool = True, dropout: float = 0.1,
+                 attention: bool = True) -> None:
+        super().__init__()
+        if cell not in _SEQ_MODULES:
+            raise ValueError(f"unknown cell {cell!r}; expected one of {sorted(_SEQ_MODULES)}")
+        self.in_vocab, self.out_vocab, self.hidden = in_vocab, out_vocab, hidden
+        self.cell_type: Cell = cell
+        self.bidirectional, self.attention = bidirectional, attention
+
+        self.src_embed = nn.Embedding(in_vocab, hidden, padding_idx=PAD)
+        self.encoder = _SEQ_MODULES[cell](hidden, hidden, batch_first=True,
+                                          bidirectional=bidirectional)
+        self.tgt_embed = nn.Embedding(out_vocab, hidden, padding_idx=PAD)
+        self.decoder = _CELL_MODULES[cell](hidden, hidden)
+        self.drop = nn.Dropout(dropout)
+        if attention:
+            self.att_query = nn.Linear(hidden, hidden, bias=False)
+            self.att_combine = nn.Linear(2 * hidden, hidden)
+        self.out = nn.Linear(hidden, out_vocab)
+
+    # ------------------------------------------------------------------ encoder / decoder
+    def encode(self, src: Tensor) -> DecoderState:
+        """Encode ``src [B, S]`` (PAD-right-padded) into the initial decoder state."""
+        mask = src != PAD
+        lengths = mask.sum(1)
+        if bool((lengths == 0).any()):
+            raise ValueError("every source sequence needs at least one non-PAD token")
+        b, s = src.shape
+        emb = self.drop(self.src_embed(src))
+        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out_packed, final = self.encoder(packed)
+        out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=s)
+        if self.bidirectional:
+            out = out.view(b, s, 2, self.hidden).sum(2)
+        # final states are [num_directions, B, H] and already in the original batch order.
+        if self.cell_type == "lstm":
+            h, c = final[0].sum(0), final[1].sum(0)
+        else:
+            h, c = final.sum(0), None
+        return DecoderState(h=h, c=c, enc=out, mask=mask)
+
+    def decode_step(self, state: DecoderState, prev: Tensor) -> tuple[Tensor, DecoderState]:
+        """Feed the previous token ``prev [B]``; return next-token logits ``[B, V]`` and state."""
+        x = self.drop(self.tgt_embed(prev))
+        if self.cell_type == "lstm":
+            h, c = self.decoder(x, (state.h, state.c))
+        else:
+            h, c = self.decoder(x, state.h), None
+        if self.attention:
+            scores = torch.bmm(state.enc, self.att_query(h).unsqueeze(2)).squeeze(2)  # [B, S]
+            weights = scores.masked_fill(~state.mask, float("-inf")).softmax(1)
+            ctx = torch.bmm(weights.unsqueeze(1), state.enc).squeeze(1)  # [B, H]
+            feat = torch.tanh(self.att_combine(torch.cat([ctx, h], 1)))
+        else:
+            feat = h
+        return self.out(feat), DecoderState(h=h, c=c, enc=state.enc, mask=state.mask)
+
+    # ------------------------------------------------------------------ whole sequences
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced logits ``[B, T, V]``; ``tgt_in`` starts with SOS."""
+        state = self.encode(src)
+        steps = []
+        for t in range(tgt_in.shape[1]):
+            logits, state = self.decode_step(state, tgt_in[:, t])
+            steps.append(logits)
+        return torch.stack(steps, 1)
+
+    def greedy_decode(self, src: Tensor, max_len: int = 50,
+                      return_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Batched greedy decoding: ``[B, L]`` ids without SOS, with EOS then PAD, L ≤ max_len.
+
+        Rows that finished keep being stepped (fed PAD) but their later outputs are PAD; the
+        loop stops once every row has emitted EOS. With ``return_logits`` also returns the
+        per-step logits ``[B, L, V]``; entries after a row's EOS are meaningless. Gradient and
+        dropout follow the caller's ``torch.no_grad()`` / ``eval()`` settings.
+        """
+        state = self.encode(src)
+        b = src.shape[0]
+        prev = torch.full((b,), SOS, dtype=torch.long, device=src.device)
+        done = torch.zeros(b, dtype=torch.bool, device=src.device)
+        tokens, all_logits = [], []
+        for _ in range(max_len):
+            logits, state = self.decode_step(state, prev)
+            tok = logits.argmax(1).masked_fill(done, PAD)
+            tokens.append(tok)
+            all_logits.append(logits)
+            done = done | (tok == EOS)
+            prev = tok
+            if bool(done.all()):
+                break
+        if tokens:
+            out = torch.stack(tokens, 1)
+            stacked = torch.stack(all_logits, 1)
+        else:
+            out = torch.empty(b, 0, dtype=torch.long, device=src.device)
+            stacked = torch.empty(b, 0, self.out_vocab, device=src.device)
+        return (out, stacked) if return_logits else out
+
+    def train_step_loss(self, src: Tensor, tgt: Tensor, teacher_forcing: float = 0.5,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """Token-mean cross-entropy over non-PAD positions of ``tgt`` (gold ids ending in EOS).
+
+        Teacher forcing is decided per sequence (one Bernoulli draw per row, as in the
+        batch-size-1 original): forced rows are fed the gold previous token, the others their
+        own argmax. Exactly B draws are taken regardless of T, so extra padding leaves both the
+        draws and the loss unchanged.
+        """
+        b, t_len = tgt.shape
+        rng_device = generator.device if generator is not None else src.device
+        forced = (torch.rand(b, generator=generator, device=rng_device)
+                  < teacher_forcing).to(src.device)
+        state = self.encode(src)
+        prev = torch.full((b,), SOS, dtype=torch.long, device=src.device)
+        steps = []
+        for t in range(t_len):
+            logits, state = self.decode_step(state, prev)
+            steps.append(logits)
+            prev = torch.where(forced, tgt[:, t], logits.detach().argmax(1))
+        logits = torch.stack(steps, 1)
+        return F.cross_entropy(logits.reshape(-1, self.out_vocab), tgt.reshape(-1),
+                               ignore_index=PAD)
