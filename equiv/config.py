@@ -11,9 +11,6 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_GROUPS = ("task", "method", "backbone", "group", "logger", "experiment")
-# Keys that do not change what a run computes, left out of its output directory name.
-DIRNAME_EXCLUDED = ("seed", "logger", "task", "method", "force", "output_root", "cache_dir",
-                    "device", "exp_name")
 
 
 class ConfigError(ValueError):
@@ -81,6 +78,7 @@ def validate(cfg: DictConfig) -> None:
                           f"groups: {', '.join(compatible)}")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    _positive(cfg, "cpu_threads")
     for path in ("task.finetune.steps", "method.lambda_phase.steps", "task.pretrain.epochs"):
         _positive(cfg, path, allow_zero=True)
     for path in ("task.finetune.lr", "task.finetune.batch_size", "task.finetune.eval_every",

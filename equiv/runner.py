@@ -50,6 +50,10 @@ def execute(cfg: DictConfig, run_dir: Path) -> RunReport:
     assert isinstance(plain, dict)
     started = time.time()
     device = resolve_device(cfg.device)
+    if cfg.get("cpu_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.cpu_threads))
     logger = make_logger(cfg.logger, plain, run_dir)
     ctx = RunContext(run_dir=run_dir, cache_dir=Path(cfg.cache_dir), device=device,
                      logger=logger, seed=cfg.seed)

@@ -12,7 +12,7 @@ from equiv.results import is_complete
 from equiv.runner import execute
 from tests.helpers import ROOT, TINY, compose_config
 
-ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 def run_py(*args, cwd):
