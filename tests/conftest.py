@@ -1,4 +1,4 @@
-"""Test-wide settings: never touch the network, deterministic float64 where exactness matters."""
+"""Test-wide settings: never touch the network; one torch thread; deterministic hypothesis."""
 
 import os
 
@@ -6,7 +6,12 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import torch
 from hypothesis import settings
+
+# Tiny models run fastest on one thread, and two OpenMP threads on a busy 2-core machine can be
+# 100x slower (spin-waiting): one thread keeps the suite's time predictable.
+torch.set_num_threads(1)
 
 settings.register_profile("equiv", max_examples=12, deadline=None, derandomize=True)
 settings.load_profile("equiv")
