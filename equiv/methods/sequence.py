@@ -1,0 +1,155 @@
+"""Symmetrized autoregressive decoding: all ``|G|·B`` views of a batch decode in one batch.
+
+For a seq2seq model ``M`` and a group acting on command tokens (input) and on output tokens:
+
+* equitune / λ-equitune combine the views' next-token distributions at every step,
+  ``p_t = Σ_g w_g(x) · g⁻¹·p(· | g·x, g·y_<t)``, pick ``y_t`` from ``p_t`` and feed ``g·y_t`` back
+  to view ``g``. Probability averaging by default; log-probability averaging (the authors'
+  option) renormalises a weighted geometric mean.
+* equizero decodes every view on its own, scores each decoded sequence with a proxy over its real
+  positions (up to and including EOS), and returns ``g*⁻¹·y_{g*}`` for the best ``g*`` per
+  sequence.
+
+Greedy decoding with either combination is exactly equivariant: the output for ``g·x`` is ``g``
+applied to the output for ``x``, token by token (equizero: when the proxy values are distinct).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from equiv.backbones.seq2seq import DecoderState, Seq2Seq
+from equiv.data.vocab import EOS, PAD, SOS
+from equiv.groups import GroupAction
+from equiv.groups.permutation import LastDimPermutation, TokenPermutation
+from equiv.methods.lambda_equitune import normalize_weights
+
+SequenceMethod = Literal["vanilla", "equitune", "lambda_equitune", "equizero"]
+Combine = Literal["prob", "logprob"]
+SequenceProxy = Literal["mean_max_prob", "entropy"]
+
+
+def _sequence_proxy(logits: Tensor, tokens: Tensor, proxy: SequenceProxy) -> Tensor:
+    """Loss per decoded sequence (smaller = more confident), over positions up to its EOS."""
+    logp = logits.log_softmax(dim=-1)
+    real = torch.ones_like(tokens, dtype=torch.bool)
+    real[:, 1:] = (tokens[:, :-1] != EOS) & (tokens[:, :-1] != PAD)   # through the first EOS
+    if proxy == "mean_max_prob":
+        per_step = -logp.amax(dim=-1).exp()
+    elif proxy == "entropy":
+        per_step = -(logp.exp() * logp).sum(dim=-1)
+    else:
+        raise ValueError(f"unknown sequence proxy {proxy!r}; valid: mean_max_prob, entropy")
+    return (per_step * real).sum(dim=1) / real.sum(dim=1)
+
+
+class SymmetrizedSeq2Seq(nn.Module):
+    """A seq2seq model wrapped by a symmetrizer over a token-permutation group.
+
+    ``lambda_net`` (λ-equitune) scores a view from the mean of its encoder outputs, so λ is
+    computed once per sequence and view, from the backbone's own features.
+    """
+
+    def __init__(self, model: Seq2Seq, action: GroupAction, method: SequenceMethod,
+                 combine: Combine = "prob", lambda_net: nn.Module | None = None,
+                 normalization: Literal["softplus", "softmax"] = "softplus",
+                 proxy: SequenceProxy = "mean_max_prob") -> None:
+        super().__init__()
+        if not isinstance(action.rep_out, LastDimPermutation):
+            raise ValueError("sequence symmetrizers need a group permuting output tokens")
+        if method == "lambda_equitune" and lambda_net is None:
+            raise ValueError("lambda_equitune needs a lambda_net")
+        if combine not in ("prob", "logprob"):
+            raise ValueError(f"combine must be 'prob' or 'logprob', got {combine!r}")
+        self.model, self.action, self.method = model, action, method
+        self.combine, self.lambda_net = combine, lambda_net
+        self.normalization, self.proxy = normalization, proxy
+        self.out_tokens = TokenPermutation(action.rep_out.table)
+
+    @property
+    def order(self) -> int:
+        return 1 if self.method == "vanilla" else self.action.order
+
+    def _views(self, src: Tensor) -> tuple[Tensor, DecoderState, Tensor]:
+        """Transformed commands, their encoding, and the element of each row (group-major)."""
+        if self.method == "vanilla":
+            g = torch.zeros(src.shape[0], dtype=torch.long, device=src.device)
+            return src, self.model.encode(src), g
+        gx = self.action.act_in_all(src)
+        return gx, self.model.encode(gx), self.action.stacked_elements(src.shape[0], src.device)
+
+    def _weights(self, state: DecoderState, batch: int) -> Tensor:
+        """Combination weights ``[|G|, B]`` of the views (uniform unless λ-equitune)."""
+        if self.method != "lambda_equitune":
+            return torch.full((self.order, batch), 1.0 / self.order, device=state.h.device)
+        mask = state.mask.unsqueeze(-1).to(state.enc.dtype)
+        summary = (state.enc * mask).sum(1) / mask.sum(1)               # [G·B, H]
+        scores = self.lambda_net(summary).view(self.order, batch)
+        return normalize_weights(scores, self.normalization)
+
+    def _combined_step(self, logits: Tensor, g: Tensor, weights: Tensor) -> Tensor:
+        """Log-probabilities ``[B, V]`` of the combined next-token distribution."""
+        aligned = self.action.rep_out.apply(logits.log_softmax(-1), self.action.inverse(g))
+        aligned = aligned.view(self.order, -1, aligned.shape[-1])
+        w = weights.unsqueeze(-1)
+        if self.combine == "prob":
+            return (aligned + w.log()).logsumexp(dim=0)
+        return (w * aligned).sum(dim=0).log_softmax(dim=-1)
+
+    def step_logprobs(self, src: Tensor, prev_tokens: Tensor | None = None, max_len: int = 50,
+                      teacher_forcing: float = 1.0,
+                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Combined decoding: ``(tokens [B, L], log-probs [B, L, V])``.
+
+        With ``prev_tokens`` (gold outputs ending in EOS, PAD-padded) each step is fed the gold
+        previous token with probability ``teacher_forcing`` (one draw per sequence), else the
+        combined argmax; without them decoding is greedy and stops at EOS.
+        """
+        batch = src.shape[0]
+        _, state, g = self._views(src)
+        weights = self._weights(state, batch)
+        prev = torch.full((batch,), SOS, dtype=torch.long, device=src.device)
+        steps = prev_tokens.shape[1] if prev_tokens is not None else max_len
+        forced = None
+        if prev_tokens is not None:
+            draw = torch.rand(batch, generator=generator).to(src.device)
+            forced = draw < teacher_forcing
+        tokens, logps = [], []
+        done = torch.zeros(batch, dtype=torch.bool, device=src.device)
+        for t in range(steps):
+            view_prev = self.out_tokens.apply(prev.repeat(self.order), g)
+            logits, state = self.model.decode_step(state, view_prev)
+            logp = self._combined_step(logits, g, weights)
+            choice = logp.argmax(dim=-1)
+            choice = torch.where(done, torch.full_like(choice, PAD), choice)
+            tokens.append(choice)
+            logps.append(logp)
+            done = done | (choice == EOS)
+            if prev_tokens is None and bool(done.all()):
+                break
+            prev = choice.detach()
+            if forced is not None:
+                prev = torch.where(forced, prev_tokens[:, t], prev)
+        return torch.stack(tokens, 1), torch.stack(logps, 1)
+
+    def _equizero(self, src: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
+        """Decode every view, keep ``g*⁻¹·y_{g*}`` per sequence: ``(tokens, chosen g*)``."""
+        batch = src.shape[0]
+        gx = self.action.act_in_all(src)
+        tokens, logits = self.model.greedy_decode(gx, max_len=max_len, return_logits=True)
+        losses = _sequence_proxy(logits, tokens, self.proxy).view(self.order, batch)
+        best = losses.argmin(dim=0)                                        # [B]
+        rows = best * batch + torch.arange(batch, device=src.device)
+        return self.out_tokens.apply(tokens[rows], self.action.inverse(best)), best
+
+    @torch.no_grad()
+    def decode(self, src: Tensor, max_len: int = 50) -> Tensor:
+        """Greedy decoding ``[B, L]`` (tokens after EOS are PAD)."""
+        if self.method == "vanilla":
+            return self.model.greedy_decode(src, max_len=max_len)
+        if self.method == "equizero":
+            return self._equizero(src, max_len)[0]
+        return self.step_logprobs(src, max_len=max_len)[0]
