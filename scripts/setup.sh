@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv inside the checkout and install equiv with its test and dev extras (idempotent).
+# Create .venv inside the checkout and install equiv with its test and dev extras. Idempotent and
+# quick when nothing changed (a stamp records the pyproject.toml it installed).
 # torch/torchvision are pinned to the builds available offline on the project machines; on a
 # GPU machine with internet any recent CUDA build works (pip install -e ".[test]" alone).
 set -euo pipefail
@@ -11,5 +12,11 @@ fi
 if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   .venv/bin/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 fi
-.venv/bin/pip install --quiet -e ".[test,dev]"
+stamp=.venv/.equiv-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import equiv" 2>/dev/null
+then
+  .venv/bin/pip install --quiet -e ".[test,dev]"
+  echo "$want" > "$stamp"
+fi
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
