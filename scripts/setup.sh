@@ -9,7 +9,8 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
+has() { .venv/bin/python -c "from importlib.metadata import version; version('$1')" 2>/dev/null; }
+if ! has torch || ! has torchvision; then
   .venv/bin/pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 fi
 stamp=.venv/.equiv-installed
@@ -19,4 +20,4 @@ then
   .venv/bin/pip install --quiet -e ".[test,dev]"
   echo "$want" > "$stamp"
 fi
-echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+echo "setup: .venv ready (torch $(.venv/bin/python -c "from importlib.metadata import version; print(version('torch'))"))"
