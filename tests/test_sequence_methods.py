@@ -81,3 +81,40 @@ def test_equitune_combines_in_one_batch():
     sym.model.encode = lambda s: rows.append(s.shape[0]) or encode(s)
     sym.decode(commands_moved_by(sym.action, n=5), 8)
     assert rows == [4 * 5]
+
+
+def gold_batch(n=6):
+    pairs = [p for p in all_commands() if "jump" in p[0] or "walk" in p[0]][::97][:n]
+    src = pad_batch([IN.encode(c) for c, _ in pairs])
+    return src.to(torch.long), pad_batch([OUT.encode(a) for _, a in pairs])
+
+
+def test_equitune_loss_is_nll_of_the_view_average():
+    sym = wrapped("equitune", "scan_verb4", "gru")
+    src, tgt = gold_batch()
+    tgt_in = torch.cat([torch.full((len(tgt), 1), 1), tgt[:, :-1]], dim=1)   # SOS + shifted
+    probs = []
+    for g in sym.action.elements:
+        moved_tgt_in = sym.out_tokens.apply(tgt_in, torch.full((len(src),), g))
+        logp = sym.model(sym.action.act_in(src, g), moved_tgt_in).log_softmax(-1)
+        probs.append(sym.action.act_out(logp, sym.action.inverse(g)).exp())
+    expected = torch.nn.functional.nll_loss(torch.stack(probs).mean(0).log().flatten(0, 1),
+                                            tgt.flatten(), ignore_index=PAD)
+    assert torch.allclose(sym.loss(src, tgt, teacher_forcing=1.0), expected, atol=1e-10)
+
+
+def test_equizero_loss_is_straight_through():
+    sym = wrapped("equizero", "scan_verb4", "gru")
+    src, tgt = gold_batch()
+    loss = sym.loss(src, tgt, teacher_forcing=1.0)
+    best = sym._equizero(src, 50)[1]
+    _, _, views = sym.step_logprobs(src, tgt, teacher_forcing=1.0, per_view=True)
+    chosen = views[best, torch.arange(len(src))]
+    value = torch.nn.functional.nll_loss(chosen.flatten(0, 1), tgt.flatten(), ignore_index=PAD)
+    assert torch.allclose(loss, value, atol=1e-10)
+    loss.backward()
+    grad = sym.model.out.weight.grad.clone()
+    sym.model.zero_grad()
+    sym.method = "equitune"
+    sym.loss(src, tgt, teacher_forcing=1.0).backward()
+    assert torch.allclose(grad, sym.model.out.weight.grad, atol=1e-10)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equiv.backbones.seq2seq import DecoderState, Seq2Seq
@@ -90,10 +91,13 @@ class SymmetrizedSeq2Seq(nn.Module):
         scores = self.lambda_net(summary).view(self.order, batch)
         return normalize_weights(scores, self.normalization)
 
-    def _combined_step(self, logits: Tensor, g: Tensor, weights: Tensor) -> Tensor:
-        """Log-probabilities ``[B, V]`` of the combined next-token distribution."""
+    def _aligned(self, logits: Tensor, g: Tensor) -> Tensor:
+        """Each view's next-token log-probabilities mapped back by ``g⁻¹``: ``[|G|, B, V]``."""
         aligned = self.action.rep_out.apply(logits.log_softmax(-1), self.action.inverse(g))
-        aligned = aligned.view(self.order, -1, aligned.shape[-1])
+        return aligned.view(self.order, -1, aligned.shape[-1])
+
+    def _combined_step(self, aligned: Tensor, weights: Tensor) -> Tensor:
+        """Log-probabilities ``[B, V]`` of the combined next-token distribution."""
         w = weights.unsqueeze(-1)
         if self.combine == "prob":
             return (aligned + w.log()).logsumexp(dim=0)
@@ -101,12 +105,15 @@ class SymmetrizedSeq2Seq(nn.Module):
 
     def step_logprobs(self, src: Tensor, prev_tokens: Tensor | None = None, max_len: int = 50,
                       teacher_forcing: float = 1.0,
-                      generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                      generator: torch.Generator | None = None,
+                      per_view: bool = False) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor,
+                                                                                 Tensor]:
         """Combined decoding: ``(tokens [B, L], log-probs [B, L, V])``.
 
         With ``prev_tokens`` (gold outputs ending in EOS, PAD-padded) each step is fed the gold
         previous token with probability ``teacher_forcing`` (one draw per sequence), else the
-        combined argmax; without them decoding is greedy and stops at EOS.
+        combined argmax; without them decoding is greedy and stops at EOS. ``per_view`` also
+        returns every view's aligned log-probabilities ``[|G|, B, L, V]``.
         """
         batch = src.shape[0]
         _, state, g = self._views(src)
@@ -117,12 +124,15 @@ class SymmetrizedSeq2Seq(nn.Module):
         if prev_tokens is not None:
             draw = torch.rand(batch, generator=generator).to(src.device)
             forced = draw < teacher_forcing
-        tokens, logps = [], []
+        tokens, logps, views = [], [], []
         done = torch.zeros(batch, dtype=torch.bool, device=src.device)
         for t in range(steps):
             view_prev = self.out_tokens.apply(prev.repeat(self.order), g)
             logits, state = self.model.decode_step(state, view_prev)
-            logp = self._combined_step(logits, g, weights)
+            aligned = self._aligned(logits, g)
+            logp = self._combined_step(aligned, weights)
+            if per_view:
+                views.append(aligned)
             choice = logp.argmax(dim=-1)
             choice = torch.where(done, torch.full_like(choice, PAD), choice)
             tokens.append(choice)
@@ -133,7 +143,31 @@ class SymmetrizedSeq2Seq(nn.Module):
             prev = choice.detach()
             if forced is not None:
                 prev = torch.where(forced, prev_tokens[:, t], prev)
+        if per_view:
+            return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(views, 2)
         return torch.stack(tokens, 1), torch.stack(logps, 1)
+
+    def loss(self, src: Tensor, tgt: Tensor, teacher_forcing: float = 0.5,
+             generator: torch.Generator | None = None, max_len: int = 50) -> Tensor:
+        """Finetuning loss: mean negative log-likelihood per real target token.
+
+        Equitune/λ-equitune: of the combined distribution. Equizero: straight-through, the value
+        is that of the view ``g*`` its greedy decoding selects, the gradient that of the equitune
+        combination (the authors' estimator); steps are fed as in equitune training.
+        """
+        if self.method == "vanilla":
+            return self.model.train_step_loss(src, tgt, teacher_forcing, generator)
+        if self.method != "equizero":
+            _, logp = self.step_logprobs(src, tgt, teacher_forcing=teacher_forcing,
+                                         generator=generator)
+        else:
+            with torch.no_grad():
+                best = self._equizero(src, max_len)[1]
+            _, combined, views = self.step_logprobs(src, tgt, teacher_forcing=teacher_forcing,
+                                                    generator=generator, per_view=True)
+            chosen = views[best, torch.arange(src.shape[0], device=src.device)]
+            logp = combined + (chosen - combined).detach()
+        return F.nll_loss(logp.flatten(0, 1), tgt.flatten(), ignore_index=PAD)
 
     def _equizero(self, src: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
         """Decode every view, keep ``g*⁻¹·y_{g*}`` per sequence: ``(tokens, chosen g*)``."""
