@@ -59,6 +59,11 @@ def check_group_overrides(argv: Sequence[str], config_dir: Path) -> None:
                                   f"{', '.join(valid)}")
 
 
+def one_of(value: object, valid: Sequence[str], key: str) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r} is not valid; valid: {', '.join(valid)}")
+
+
 def _positive(cfg: DictConfig, path: str, allow_zero: bool = False) -> None:
     value = OmegaConf.select(cfg, path)
     if value is None:

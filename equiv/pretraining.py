@@ -6,11 +6,13 @@ and the (possibly long) pretraining runs once.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +57,40 @@ def load_state(path: Path, model: nn.Module) -> None:
                               "Delete it (or run with force=true) to rebuild it.") from err
 
 
-def cached_pretrain(cache_dir: Path, kind: str, key: Mapping[str, Any], model: nn.Module,
-                    train: Callable[[nn.Module], dict[str, Any]]) -> tuple[dict[str, Any], Path]:
-    """Load ``model``'s pretrained weights from the cache, or run ``train(model)`` and cache them.
+@contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (parallel sweep jobs wait rather than race)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
-    Returns the stage's metadata (the key, its hash and what ``train`` reported) and the
-    checkpoint path.
+
+def cached_pretrain(cache_dir: Path, kind: str, key: Mapping[str, Any], model: nn.Module,
+                    train: Callable[[nn.Module, Path], dict[str, Any]]
+                    ) -> tuple[dict[str, Any], Path]:
+    """Load ``model``'s pretrained weights from the cache, or run ``train(model, folder)`` and
+    cache them.
+
+    ``folder`` is the stage's cache folder, where ``train`` may keep resumable progress. Jobs that
+    need the same stage at once take turns: the first trains, the others then load. Returns the
+    stage's metadata (the key, its hash and what ``train`` reported) and the checkpoint path.
     """
     digest = config_hash(key)
     folder = cache_dir / "pretrained" / f"{kind}-{digest}"
     weights, meta_path = folder / "model.pt", folder / "meta.json"
-    if weights.exists() and meta_path.exists():
-        load_state(weights, model)
-        meta = json.loads(meta_path.read_text())
-        return {**meta, "cached": True}, weights
-    report = train(model)
-    meta = {"kind": kind, "hash": digest, "key": dict(key), "report": report}
-    save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    os.replace(tmp, meta_path)
+    with exclusive(folder):
+        if weights.exists() and meta_path.exists():
+            load_state(weights, model)
+            meta = json.loads(meta_path.read_text())
+            return {**meta, "cached": True}, weights
+        report = train(model, folder)
+        meta = {"kind": kind, "hash": digest, "key": dict(key), "report": report}
+        save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2, default=str))
+        os.replace(tmp, meta_path)
     return {**meta, "cached": False}, weights

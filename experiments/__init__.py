@@ -7,6 +7,7 @@ from types import ModuleType
 
 FAMILIES = {
     "image_classification": "experiments.image_classification",
+    "scan": "experiments.scan",
 }
 
 

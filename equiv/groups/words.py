@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from equiv.data.vocab import Vocab
 from equiv.groups import GroupAction, make_action
+from equiv.groups.permutation import LastDimPermutation, TokenPermutation, cyclic_table
 
 WordCycles = Sequence[Sequence[str]]
 
@@ -22,13 +25,24 @@ WORD_GROUPS: dict[str, tuple[WordCycles, WordCycles]] = {
 }
 
 
+def identity_word_action(in_size: int, out_size: int) -> GroupAction:
+    """The trivial group as a (identity) permutation of both vocabularies, so a plain model can
+    run through the same sequence machinery as the symmetrized ones."""
+    return GroupAction("trivial", cyclic_table(1),
+                       TokenPermutation(torch.arange(in_size).unsqueeze(0)),
+                       LastDimPermutation(torch.arange(out_size).unsqueeze(0)))
+
+
 def word_action(name: str, in_vocab: Vocab, out_vocab: Vocab,
                 in_cycles: WordCycles | None = None,
                 out_cycles: WordCycles | None = None) -> GroupAction:
     """A cyclic group acting on input token ids and on output-vocabulary scores.
 
-    ``in_cycles``/``out_cycles`` default to the named group's in ``WORD_GROUPS``.
+    ``in_cycles``/``out_cycles`` default to the named group's in ``WORD_GROUPS``; ``trivial``
+    is the identity.
     """
+    if name == "trivial":
+        return identity_word_action(len(in_vocab), len(out_vocab))
     if in_cycles is None or out_cycles is None:
         if name not in WORD_GROUPS:
             raise ValueError(f"unknown word group {name!r}; valid: {', '.join(WORD_GROUPS)}")

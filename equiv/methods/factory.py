@@ -9,11 +9,10 @@ from typing import Any
 from torch import nn
 
 from equiv.groups import GroupAction
+from equiv.method_options import METHOD_NAMES
 from equiv.methods.base import Equitune, Symmetrizer, Vanilla
 from equiv.methods.equizero import Equizero
 from equiv.methods.lambda_equitune import LambdaEquitune, LambdaNet
-
-METHOD_NAMES = ("vanilla", "equitune", "lambda_equitune", "equizero")
 
 
 def build_method(cfg: Mapping[str, Any], backbone: nn.Module, action: GroupAction,

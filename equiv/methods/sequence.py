@@ -26,24 +26,34 @@ from equiv.backbones.seq2seq import DecoderState, Seq2Seq
 from equiv.data.vocab import EOS, PAD, SOS
 from equiv.groups import GroupAction
 from equiv.groups.permutation import LastDimPermutation, TokenPermutation
+from equiv.method_options import SEQUENCE_PROXIES
 from equiv.methods.lambda_equitune import normalize_weights
 
 SequenceMethod = Literal["vanilla", "equitune", "lambda_equitune", "equizero"]
 Combine = Literal["prob", "logprob"]
-SequenceProxy = Literal["mean_max_prob", "entropy"]
+SequenceProxy = Literal["mean_max_prob", "entropy", "mean_max_prob_padded"]
 
 
-def _sequence_proxy(logits: Tensor, tokens: Tensor, proxy: SequenceProxy) -> Tensor:
-    """Loss per decoded sequence (smaller = more confident), over positions up to its EOS."""
+def _sequence_proxy(logits: Tensor, tokens: Tensor, proxy: SequenceProxy,
+                    max_len: int = 50) -> Tensor:
+    """Loss per decoded sequence (smaller = more confident), over positions up to its EOS.
+
+    ``mean_max_prob_padded`` is the authors' ``top1``: the mean over a fixed ``max_len``-position
+    buffer in which every position after EOS scores a max-probability of ``1/V`` (the softmax of
+    their all-zero rows), which favours longer outputs. For ``paper_code_compat`` only.
+    """
     logp = logits.log_softmax(dim=-1)
     real = torch.ones_like(tokens, dtype=torch.bool)
     real[:, 1:] = (tokens[:, :-1] != EOS) & (tokens[:, :-1] != PAD)   # through the first EOS
-    if proxy == "mean_max_prob":
+    if proxy in ("mean_max_prob", "mean_max_prob_padded"):
         per_step = -logp.amax(dim=-1).exp()
     elif proxy == "entropy":
         per_step = -(logp.exp() * logp).sum(dim=-1)
     else:
-        raise ValueError(f"unknown sequence proxy {proxy!r}; valid: mean_max_prob, entropy")
+        raise ValueError(f"unknown sequence proxy {proxy!r}; valid: {', '.join(SEQUENCE_PROXIES)}")
+    if proxy == "mean_max_prob_padded":
+        padded = max_len - real.sum(dim=1)
+        return ((per_step * real).sum(dim=1) - padded / logits.shape[-1]) / max_len
     return (per_step * real).sum(dim=1) / real.sum(dim=1)
 
 
@@ -51,23 +61,32 @@ class SymmetrizedSeq2Seq(nn.Module):
     """A seq2seq model wrapped by a symmetrizer over a token-permutation group.
 
     ``lambda_net`` (λ-equitune) scores a view from the mean of its encoder outputs, so λ is
-    computed once per sequence and view, from the backbone's own features.
+    computed once per sequence and view, from the backbone's own features (detached by default,
+    so λ's gradient stays out of the encoder).
     """
 
     def __init__(self, model: Seq2Seq, action: GroupAction, method: SequenceMethod,
                  combine: Combine = "prob", lambda_net: nn.Module | None = None,
                  normalization: Literal["softplus", "softmax"] = "softplus",
-                 proxy: SequenceProxy = "mean_max_prob") -> None:
+                 proxy: SequenceProxy = "mean_max_prob",
+                 surrogate: Literal["equitune", "identity"] = "equitune",
+                 detach_features: bool = True) -> None:
         super().__init__()
         if not isinstance(action.rep_out, LastDimPermutation):
             raise ValueError("sequence symmetrizers need a group permuting output tokens")
         if method == "lambda_equitune" and lambda_net is None:
             raise ValueError("lambda_equitune needs a lambda_net")
+        if proxy not in SEQUENCE_PROXIES:
+            raise ValueError(f"unknown sequence proxy {proxy!r}; valid: "
+                             f"{', '.join(SEQUENCE_PROXIES)}")
+        if surrogate not in ("equitune", "identity"):
+            raise ValueError(f"surrogate must be 'equitune' or 'identity', got {surrogate!r}")
         if combine not in ("prob", "logprob"):
             raise ValueError(f"combine must be 'prob' or 'logprob', got {combine!r}")
         self.model, self.action, self.method = model, action, method
         self.combine, self.lambda_net = combine, lambda_net
-        self.normalization, self.proxy = normalization, proxy
+        self.normalization, self.proxy, self.surrogate = normalization, proxy, surrogate
+        self.detach_features = detach_features
         self.out_tokens = TokenPermutation(action.rep_out.table)
 
     @property
@@ -88,6 +107,8 @@ class SymmetrizedSeq2Seq(nn.Module):
             return torch.full((self.order, batch), 1.0 / self.order, device=state.h.device)
         mask = state.mask.unsqueeze(-1).to(state.enc.dtype)
         summary = (state.enc * mask).sum(1) / mask.sum(1)               # [G·B, H]
+        if self.detach_features:
+            summary = summary.detach()
         scores = self.lambda_net(summary).view(self.order, batch)
         return normalize_weights(scores, self.normalization)
 
@@ -153,7 +174,8 @@ class SymmetrizedSeq2Seq(nn.Module):
 
         Equitune/λ-equitune: of the combined distribution. Equizero: straight-through, the value
         is that of the view ``g*`` its greedy decoding selects, the gradient that of the equitune
-        combination (the authors' estimator); steps are fed as in equitune training.
+        combination (the authors' estimator; ``surrogate='identity'``: of the selected view);
+        steps are fed as in equitune training.
         """
         if self.method == "vanilla":
             return self.model.train_step_loss(src, tgt, teacher_forcing, generator)
@@ -166,7 +188,10 @@ class SymmetrizedSeq2Seq(nn.Module):
             _, combined, views = self.step_logprobs(src, tgt, teacher_forcing=teacher_forcing,
                                                     generator=generator, per_view=True)
             chosen = views[best, torch.arange(src.shape[0], device=src.device)]
-            logp = combined + (chosen - combined).detach()
+            if self.surrogate == "identity":
+                logp = chosen
+            else:
+                logp = combined + (chosen - combined).detach()
         return F.nll_loss(logp.flatten(0, 1), tgt.flatten(), ignore_index=PAD)
 
     def _equizero(self, src: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
@@ -174,7 +199,7 @@ class SymmetrizedSeq2Seq(nn.Module):
         batch = src.shape[0]
         gx = self.action.act_in_all(src)
         tokens, logits = self.model.greedy_decode(gx, max_len=max_len, return_logits=True)
-        losses = _sequence_proxy(logits, tokens, self.proxy).view(self.order, batch)
+        losses = _sequence_proxy(logits, tokens, self.proxy, max_len).view(self.order, batch)
         best = losses.argmin(dim=0)                                        # [B]
         rows = best * batch + torch.arange(batch, device=src.device)
         return self.out_tokens.apply(tokens[rows], self.action.inverse(best)), best

@@ -102,9 +102,9 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     if cfg.backbone.pretrained:
         key = {"dataset": task.dataset, "data": _to_plain(task.data),
                "backbone": _to_plain(cfg.backbone), "pretrain": _to_plain(task.pretrain)}
-        meta, path = cached_pretrain(ctx.cache_dir, f"{task.dataset}-{cfg.backbone.name}", key,
-                                     backbone, lambda m: pretrain_upright(m, split, task.pretrain,
-                                                                          device))
+        meta, path = cached_pretrain(
+            ctx.cache_dir, f"{task.dataset}-{cfg.backbone.name}", key, backbone,
+            lambda m, _: pretrain_upright(m, split, task.pretrain, device))
         out.extra["pretrain"] = {**meta, "checkpoint": str(path)}
     else:
         seed_everything(ctx.seed)

@@ -1,0 +1,13 @@
+"""Valid option names of the methods, importable without torch (config validation runs first)."""
+
+from __future__ import annotations
+
+METHOD_NAMES = ("vanilla", "equitune", "lambda_equitune", "equizero")
+NORMALIZATIONS = ("softplus", "softmax")
+LAMBDA_INPUTS = ("input", "features")
+SURROGATES = ("equitune", "identity")
+# Proxies on one output vector (classifiers, Q-networks) and on decoded sequences.
+VECTOR_PROXIES = ("entropy", "neg_max_prob", "neg_max_logit")
+SEQUENCE_PROXIES = ("mean_max_prob", "entropy", "mean_max_prob_padded")
+# How equitune/λ-equitune combine the views' next-token distributions.
+SEQUENCE_COMBINES = ("prob", "logprob")

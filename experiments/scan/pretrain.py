@@ -1,0 +1,95 @@
+"""Pretraining stage of the SCAN seq2seq models: the "pretrained model" every method starts from.
+
+Paper setting (Gordon et al. 2020 code): 200,000 iterations of one random training pair, Adam
+lr 1e-4, teacher forcing 0.5, gradient-norm clipping 5, the best-validation checkpoint kept.
+Here the same number of *examples* is drawn (with replacement) in padded minibatches of 32, so
+there are 32x fewer updates: the rate is 1e-3 with a cosine decay instead of a constant 1e-4
+(1e-4 reached 11% validation exact match after 1,500 steps, 1e-3 47%). The best validation
+exact-match checkpoint is kept. Progress is checkpointed atomically at every
+evaluation, so an interrupted pretraining resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from equiv.backbones.seq2seq import Seq2Seq
+from equiv.groups.words import identity_word_action
+from equiv.methods.sequence import SymmetrizedSeq2Seq
+from equiv.pretraining import save_atomic
+from equiv.training import check_finite, derived_generator, progress
+from experiments.scan.data import ScanData
+from experiments.scan.evaluate import exact_match
+
+PROGRESS_FILE = "progress.pt"
+
+
+def pretrain_seq2seq(model: Seq2Seq, data: ScanData, p: DictConfig, folder: Path,
+                     device: torch.device, eval_batch_size: int, max_len: int) -> dict[str, Any]:
+    """Train ``model`` in place on ``data.train``; leave it at its best validation checkpoint."""
+    steps = math.ceil(p.examples / p.batch_size)
+    eval_every = max(1, round(p.eval_every_examples / p.batch_size))
+    torch.manual_seed(p.seed)                                   # dropout stream
+    gen = derived_generator(p.seed, "scan-pretrain")            # batches and teacher forcing
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr)
+    scheduler = _schedule(optimizer, p.schedule, steps)
+    plain = SymmetrizedSeq2Seq(model, identity_word_action(len(data.in_vocab),
+                                                           len(data.out_vocab)), "vanilla")
+    state: dict[str, Any] = {"step": 0, "best_val": -1.0, "best_step": 0, "history": [],
+                             "best_model": copy.deepcopy(model.state_dict())}
+    path = folder / PROGRESS_FILE
+    if path.exists():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+    n = len(data.train)
+    for step in progress(range(state["step"] + 1, steps + 1), total=steps - state["step"],
+                         desc="pretrain seq2seq"):
+        idx = torch.randint(n, (p.batch_size,), generator=gen)
+        src, tgt = data.train.batch(idx)
+        loss = model.train_step_loss(src.to(device), tgt.to(device), p.teacher_forcing, gen)
+        check_finite(loss, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), p.clip_norm)
+        optimizer.step()
+        scheduler.step()
+        if step % eval_every == 0 or step == steps:
+            val = exact_match(plain, data.val, eval_batch_size, max_len, device)
+            state["history"].append({"step": step, "examples": step * p.batch_size,
+                                     "val_acc": val, "loss": loss.item()})
+            if val > state["best_val"]:
+                state.update(best_val=val, best_step=step,
+                             best_model=copy.deepcopy(model.state_dict()))
+            state.update(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                         scheduler=scheduler.state_dict(), generator=gen.get_state(),
+                         torch_rng=torch.get_rng_state())
+            save_atomic(state, path)
+    model.load_state_dict(state["best_model"])
+    model.eval()
+    return {"steps": steps, "batch_size": p.batch_size, "examples": steps * p.batch_size,
+            "best_val_acc": state["best_val"], "best_step": state["best_step"],
+            "history": state["history"]}
+
+
+def _schedule(optimizer: torch.optim.Optimizer, name: str,
+              steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """``cosine``: decay to zero over the budget (batched training takes far fewer steps than the
+    paper's 200,000, so the late steps need a small rate); ``constant``: the paper's."""
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    raise ValueError(f"unknown learning-rate schedule {name!r}; valid: cosine, constant")

@@ -1,0 +1,235 @@
+"""SCAN compositional generalisation: a pretrained seq2seq model, symmetrized, zero-shot and
+finetuned (Basu et al. 2023 §SCAN; the data split and groups of Gordon et al. 2020).
+
+Protocol: one seq2seq model per (split, cell) is pretrained on the split's training commands
+(cached, shared by every method and seed). Each method wraps it; exact-match accuracy on the
+validation and test commands is measured before finetuning (zero-shot) and every
+``eval_every`` finetuning iterations; the reported finetuned numbers are those of the
+best-validation evaluation (the authors report the last model's). λ-equitune first trains its
+λ-network alone with the backbone frozen. Finetuning checkpoints at every evaluation and resumes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from equiv.backbones.seq2seq import Seq2Seq
+from equiv.experiment import Outcome, RunContext
+from equiv.groups.words import word_action
+from equiv.methods import LambdaNet
+from equiv.methods.sequence import SymmetrizedSeq2Seq
+from equiv.pretraining import cached_pretrain, save_atomic
+from equiv.training import check_finite, derived_generator, progress, seed_everything
+from experiments.scan.data import ScanData, load
+from experiments.scan.evaluate import equivariance_agreement, exact_match
+from experiments.scan.pretrain import pretrain_seq2seq
+
+PROGRESS_FILE = "progress.pt"
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def effective_settings(cfg: DictConfig) -> dict[str, str]:
+    """Combination, proxy and model selection; ``paper_code_compat`` switches to the authors'."""
+    task = cfg.task
+    if task.paper_code_compat:
+        return {"combine": "logprob", "proxy": "mean_max_prob_padded", "select": "last"}
+    return {"combine": task.combine, "proxy": cfg.method.get("proxy", task.equizero_proxy),
+            "select": task.select_model}
+
+
+def build_backbone(cfg: DictConfig, data: ScanData) -> Seq2Seq:
+    b = cfg.backbone
+    return Seq2Seq(len(data.in_vocab), len(data.out_vocab), hidden=b.hidden, cell=b.cell,
+                   bidirectional=b.bidirectional, dropout=b.dropout, attention=b.attention)
+
+
+def pretrained_backbone(cfg: DictConfig, data: ScanData, ctx: RunContext,
+                        out: Outcome) -> Seq2Seq:
+    task = cfg.task
+    torch.manual_seed(task.pretrain.seed)            # the initial weights the pretraining uses
+    model = build_backbone(cfg, data)
+    if not cfg.backbone.pretrained:
+        out.extra["pretrain"] = None
+        return model
+    key = {"split": task.split, "data": _plain(task.data), "backbone": _plain(cfg.backbone),
+           "pretrain": _plain(task.pretrain), "max_len": task.max_decode_len}
+    meta, path = cached_pretrain(
+        ctx.cache_dir, f"scan-{task.split}-{cfg.backbone.name}", key, model,
+        lambda m, folder: pretrain_seq2seq(m, data, task.pretrain, folder, ctx.device,
+                                           task.eval_batch_size, task.max_decode_len))
+    out.extra["pretrain"] = {**meta, "checkpoint": str(path)}
+    out.metrics["pretrained_val_acc"] = meta["report"]["best_val_acc"]
+    return model
+
+
+def build_wrapper(cfg: DictConfig, model: Seq2Seq, data: ScanData) -> SymmetrizedSeq2Seq:
+    m, settings = cfg.method, effective_settings(cfg)
+    action = word_action(cfg.group.name, data.in_vocab, data.out_vocab)
+    lambda_net = None
+    if m.name == "lambda_equitune":
+        lambda_net = LambdaNet(cfg.backbone.hidden, hidden=m.hidden, dropout=m.dropout)
+    return SymmetrizedSeq2Seq(
+        model, action, m.name, combine=settings["combine"], lambda_net=lambda_net,
+        normalization=m.get("normalization", "softplus"), proxy=settings["proxy"],
+        surrogate=m.get("surrogate", "equitune"),
+        detach_features=m.get("detach_features", True))
+
+
+class Evaluator:
+    """Exact match on validation and test, logged as curves; remembers the best validation."""
+
+    def __init__(self, cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData,
+                 ctx: RunContext, out: Outcome) -> None:
+        self.wrapper, self.data, self.ctx, self.out = wrapper, data, ctx, out
+        self.batch, self.max_len = cfg.task.eval_batch_size, cfg.task.max_decode_len
+
+    def __call__(self, step: int | None = None) -> tuple[float, float]:
+        accs = tuple(exact_match(self.wrapper, part, self.batch, self.max_len, self.ctx.device)
+                     for part in (self.data.val, self.data.test))
+        if step is not None:
+            for name, acc in zip(("val_acc", "test_acc"), accs, strict=True):
+                self.out.add_point(name, step, acc)
+            self.ctx.logger.log_metrics({"val_acc": accs[0], "test_acc": accs[1]}, step=step)
+        return accs
+
+    def agreement(self) -> float:
+        probe = self.data.test.src[: 512]
+        element = 1 if self.wrapper.action.order > 1 else 0
+        return equivariance_agreement(self.wrapper, probe, element, self.batch, self.max_len,
+                                      self.ctx.device)
+
+
+def train_lambda_only(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData,
+                      ctx: RunContext) -> None:
+    """λ phase: only the λ-network learns (combined NLL, teacher forcing as in finetuning)."""
+    lp, ft = cfg.method.lambda_phase, cfg.task.finetune
+    assert wrapper.lambda_net is not None
+    for p in wrapper.model.parameters():
+        p.requires_grad_(False)
+    wrapper.model.eval()
+    wrapper.lambda_net.train()
+    gen = derived_generator(ctx.seed, "lambda_phase")
+    optimizer = torch.optim.Adam(wrapper.lambda_net.parameters(), lr=lp.lr)
+    for step in progress(range(1, lp.steps + 1), total=lp.steps, desc="lambda phase"):
+        src, tgt = data.train.batch(torch.randint(len(data.train), (lp.batch_size,),
+                                                  generator=gen))
+        loss = wrapper.loss(src.to(ctx.device), tgt.to(ctx.device), ft.teacher_forcing, gen,
+                            cfg.task.max_decode_len)
+        check_finite(loss, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    for p in wrapper.model.parameters():
+        p.requires_grad_(True)
+
+
+def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: RunContext,
+             evaluate: Evaluator, out: Outcome) -> dict[str, Any]:
+    """Adam on the backbone (and λ unless frozen), one evaluation every ``eval_every``
+    iterations; resumable from ``progress.pt`` in the run directory."""
+    ft = cfg.task.finetune
+    params = list(wrapper.model.parameters())
+    if wrapper.lambda_net is not None and not cfg.method.freeze_lambda:
+        params += list(wrapper.lambda_net.parameters())
+    optimizer = torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
+    gen = derived_generator(ctx.seed, "finetune")
+    val0, test0 = out.curves["val_acc"][-1]["value"], out.curves["test_acc"][-1]["value"]
+    state: dict[str, Any] = {"step": 0, "best": {"step": 0, "val_acc": val0, "test_acc": test0},
+                             "curves": copy.deepcopy(out.curves)}
+    path = ctx.run_dir / PROGRESS_FILE
+    if path.exists() and not cfg.force:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        wrapper.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        out.curves = state["curves"]
+    wrapper.train()
+    n = len(data.train)
+    for step in progress(range(state["step"] + 1, ft.iterations + 1),
+                         total=ft.iterations - state["step"], desc="finetune"):
+        src, tgt = data.train.batch(torch.randint(n, (ft.batch_size,), generator=gen))
+        loss = wrapper.loss(src.to(ctx.device), tgt.to(ctx.device), ft.teacher_forcing, gen,
+                            cfg.task.max_decode_len)
+        check_finite(loss, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, ft.clip_norm)
+        optimizer.step()
+        if step % ft.eval_every == 0 or step == ft.iterations:
+            val, test = evaluate(step)
+            if val > state["best"]["val_acc"]:
+                state["best"] = {"step": step, "val_acc": val, "test_acc": test}
+            state.update(step=step, model=wrapper.state_dict(), optimizer=optimizer.state_dict(),
+                         generator=gen.get_state(), torch_rng=torch.get_rng_state(),
+                         curves=out.curves)
+            save_atomic(state, path)
+    return state["best"]
+
+
+def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
+    task, out = cfg.task, Outcome()
+    data = load(task.split, task.data.validation_fraction, task.data.split_seed,
+                task.data.get("eval_limit"))
+    model = pretrained_backbone(cfg, data, ctx, out).to(ctx.device)
+
+    seed_everything(ctx.seed)
+    wrapper = build_wrapper(cfg, model, data).to(ctx.device)
+    wrapper.eval()
+    evaluate = Evaluator(cfg, wrapper, data, ctx, out)
+    settings = effective_settings(cfg)
+    out.extra["settings"] = settings
+    m = out.metrics
+    if wrapper.lambda_net is not None and cfg.method.lambda_phase.steps > 0:
+        m["val_acc_before_lambda"], m["test_acc_before_lambda"] = evaluate()
+        train_lambda_only(cfg, wrapper, data, ctx)
+        wrapper.eval()
+    m["val_acc_zero_shot"], m["test_acc_zero_shot"] = evaluate(0)
+    m["equivariance_agreement_zero_shot"] = evaluate.agreement()
+
+    best = {"step": 0, "val_acc": m["val_acc_zero_shot"], "test_acc": m["test_acc_zero_shot"]}
+    if task.finetune.iterations > 0:
+        best = finetune(cfg, wrapper, data, ctx, evaluate, out)
+        m["equivariance_agreement"] = evaluate.agreement()
+    last = {k: out.curves[f"{k}_acc"][-1]["value"] for k in ("val", "test")}
+    if settings["select"] == "last":
+        m["val_acc"], m["test_acc"], m["selected_step"] = last["val"], last["test"], \
+            out.curves["test_acc"][-1]["step"]
+    else:
+        m["val_acc"], m["test_acc"], m["selected_step"] = best["val_acc"], best["test_acc"], \
+            best["step"]
+    m["val_acc_last"], m["test_acc_last"] = last["val"], last["test"]
+    out.extra["parameters"] = {"backbone": sum(p.numel() for p in model.parameters()),
+                               "added": sum(p.numel() for p in wrapper.parameters())
+                               - sum(p.numel() for p in model.parameters())}
+    out.summary = summary_lines(out, cfg)
+    (ctx.run_dir / PROGRESS_FILE).unlink(missing_ok=True)
+    return out
+
+
+def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
+    m, ft = out.metrics, cfg.task.finetune
+    lines: list[tuple[str, str]] = []
+    if "pretrained_val_acc" in m:
+        lines.append(("pretrained model, validation exact match", f"{m['pretrained_val_acc']:.4f}"))
+    if "test_acc_before_lambda" in m:
+        lines.append(("test exact match before the λ phase", f"{m['test_acc_before_lambda']:.4f}"))
+    lines.append(("val / test exact match, zero-shot",
+                  f"{m['val_acc_zero_shot']:.4f} / {m['test_acc_zero_shot']:.4f}"))
+    if ft.iterations > 0:
+        lines.append((f"after finetuning ({ft.iterations} iterations; step "
+                      f"{m['selected_step']} selected)",
+                      f"{m['val_acc']:.4f} / {m['test_acc']:.4f}"))
+    key = "equivariance_agreement" if "equivariance_agreement" in m else \
+        "equivariance_agreement_zero_shot"
+    lines.append((f"decode(g·x) = g·decode(x) on 512 test commands ({cfg.group.name})",
+                  f"{m[key]:.4f}"))
+    return lines
