@@ -24,6 +24,14 @@ COLUMNS = {
         ("finetuned_accuracy", "finetuned", 3),
         ("finetuned_invariance_error", "max invariance error (finetuned)", None),
     ],
+    "scan": [
+        ("pretrained_val_acc", "pretrained model, val", 3),
+        ("val_acc_zero_shot", "zero-shot val", 3),
+        ("test_acc_zero_shot", "zero-shot test", 3),
+        ("val_acc", "finetuned val", 3),
+        ("test_acc", "finetuned test", 3),
+        ("equivariance_agreement", "decode(g·x) = g·decode(x)", 3),
+    ],
 }
 
 
