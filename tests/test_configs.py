@@ -81,3 +81,10 @@ def test_group_that_does_not_fit_the_task():
     with pytest.raises(ConfigError, match="group=d4 does not fit task digits_rot90; valid "
                                           "groups: rot90"):
         validate(cfg)
+
+
+def test_a_task_can_set_top_level_keys():
+    """``_self_`` comes first in config.yaml, so the SCAN tasks' ``cpu_threads: 1`` wins."""
+    assert compose_config("task=scan_add_jump").cpu_threads == 1
+    assert compose_config("task=scan_add_jump", "cpu_threads=2").cpu_threads == 2
+    assert compose_config().cpu_threads is None

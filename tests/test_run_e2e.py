@@ -139,3 +139,19 @@ def test_wandb_logger_gets_config_curves_and_summary(tmp_path, monkeypatch):
         (p["value"], p["step"]) for p in res["curves"]["test_accuracy"]]
     assert calls["summary"]["finetuned_accuracy"] == res["metrics"]["finetuned_accuracy"]
     assert calls["finish"] == 1
+
+
+@pytest.mark.slow
+def test_run_py_scan_smoke(tmp_path):
+    """The SCAN task through the real CLI: tiny GRU, a few examples, every stage once."""
+    from tests.test_scan_experiment import SCAN_TINY
+
+    proc = run_py(*SCAN_TINY, "method=equizero", "group=scan_verb4",
+                  f"output_root={tmp_path / 'out'}", f"cache_dir={tmp_path / 'cache'}",
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "val / test exact match, zero-shot" in proc.stdout
+    (results_file,) = (tmp_path / "out" / "scan_add_jump" / "equizero").rglob("results.json")
+    res = json.loads(results_file.read_text())
+    assert res["config"]["cpu_threads"] == 1 and res["group"] == "scan_verb4"
+    assert res["metrics"]["equivariance_agreement"] == 1.0

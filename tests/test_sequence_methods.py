@@ -12,7 +12,8 @@ from equiv.methods.sequence import SymmetrizedSeq2Seq
 
 IN = Vocab(w for c, _ in all_commands() for w in c.split())
 OUT = Vocab(w for _, a in all_commands() for w in a.split())
-METHODS = ["equitune", "lambda_equitune", "equizero", "equitune-logprob"]
+METHODS = ["equitune", "lambda_equitune", "equizero", "equitune-logprob", "equizero-entropy",
+           "equizero-mean_max_prob_padded"]
 
 
 def commands_moved_by(action, n=24, seed=0):
@@ -34,12 +35,14 @@ def wrapped(method, name, cell):
         model.out.bias[:3] = torch.tensor([-20.0, -20.0, -1.0])
         model.out.bias[table[1] != table[0]] += 3.0
         model.out.weight.mul_(4.0)
-    base, _, combine = method.partition("-")
+    base, _, option = method.partition("-")
     lam = LambdaNet(12, hidden=8, dropout=0.0).double() if base == "lambda_equitune" else None
-    return SymmetrizedSeq2Seq(model, action, base, combine=combine or "prob", lambda_net=lam)
+    if base == "equizero":
+        return SymmetrizedSeq2Seq(model, action, base, proxy=option or "mean_max_prob")
+    return SymmetrizedSeq2Seq(model, action, base, combine=option or "prob", lambda_net=lam)
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("name", sorted(WORD_GROUPS))
 @pytest.mark.parametrize("method", METHODS)
 def test_decoding_is_equivariant(method, name, cell):
@@ -117,4 +120,36 @@ def test_equizero_loss_is_straight_through():
     sym.model.zero_grad()
     sym.method = "equitune"
     sym.loss(src, tgt, teacher_forcing=1.0).backward()
+    assert torch.allclose(grad, sym.model.out.weight.grad, atol=1e-10)
+
+
+def test_padded_proxy_is_the_authors_top1():
+    """Mean over a fixed buffer where every post-EOS position scores 1/V (the authors' ``top1``),
+    so of two equally confident outputs the longer one wins."""
+    from equiv.methods.sequence import _sequence_proxy
+
+    vocab, max_len = 5, 10
+    logits = torch.full((2, 4, vocab), 0.0)
+    logits[:, :, 3] = 2.0                                     # same confidence at every step
+    tokens = torch.tensor([[3, 2, 0, 0], [3, 3, 3, 2]])       # EOS (=2) after 1 vs 3 tokens
+    p_max = torch.softmax(logits[0, 0], -1).max().item()
+    padded = _sequence_proxy(logits, tokens, "mean_max_prob_padded", max_len)
+    expected = [-(2 * p_max + 8 / vocab) / max_len, -(4 * p_max + 6 / vocab) / max_len]
+    assert torch.allclose(padded, torch.tensor(expected))
+    assert padded[1] < padded[0]
+    plain = _sequence_proxy(logits, tokens, "mean_max_prob")
+    assert torch.allclose(plain, torch.full((2,), -p_max))
+
+
+def test_equizero_identity_surrogate_has_the_selected_views_gradient():
+    sym = wrapped("equizero", "scan_verb4", "gru")
+    sym.surrogate = "identity"
+    src, tgt = gold_batch()
+    sym.loss(src, tgt, teacher_forcing=1.0).backward()
+    grad = sym.model.out.weight.grad.clone()
+    sym.model.zero_grad()
+    best = sym._equizero(src, 50)[1]
+    _, _, views = sym.step_logprobs(src, tgt, teacher_forcing=1.0, per_view=True)
+    chosen = views[best, torch.arange(len(src))]
+    torch.nn.functional.nll_loss(chosen.flatten(0, 1), tgt.flatten(), ignore_index=PAD).backward()
     assert torch.allclose(grad, sym.model.out.weight.grad, atol=1e-10)
