@@ -17,9 +17,25 @@ class ConfigError(ValueError):
     """A bad command line or config: reported in one line, exit code 2."""
 
 
+MAX_DIRNAME = 120
+
+
+def override_dirname(overrides: str, default: str = "default") -> str:
+    """A directory name for a run's overrides: readable, unique, and short enough for any
+    file system (names are limited to 255 bytes); long ones keep a prefix and a hash."""
+    if not overrides:
+        return default
+    if len(overrides) <= MAX_DIRNAME:
+        return overrides
+    import hashlib
+
+    digest = hashlib.sha256(overrides.encode()).hexdigest()[:10]
+    return f"{overrides[: MAX_DIRNAME - 20]}...{digest}"
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("or_default"):
-        OmegaConf.register_new_resolver("or_default", lambda value, default: value or default)
+    if not OmegaConf.has_resolver("run_dirname"):
+        OmegaConf.register_new_resolver("run_dirname", override_dirname)
 
 
 def group_options(config_dir: Path, group: str) -> list[str]:

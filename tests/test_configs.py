@@ -88,3 +88,14 @@ def test_a_task_can_set_top_level_keys():
     assert compose_config("task=scan_add_jump").cpu_threads == 1
     assert compose_config("task=scan_add_jump", "cpu_threads=2").cpu_threads == 2
     assert compose_config().cpu_threads is None
+
+
+def test_long_override_lists_get_short_unique_directory_names():
+    from equiv.config import MAX_DIRNAME, override_dirname
+
+    assert override_dirname("") == "default"
+    assert override_dirname("seed=1,x=2") == "seed=1,x=2"
+    long_a, long_b = "a=1," * 80 + "b=1", "a=1," * 80 + "b=2"
+    names = {override_dirname(long_a), override_dirname(long_b)}
+    assert len(names) == 2 and all(len(n) <= MAX_DIRNAME for n in names)
+    assert override_dirname(long_a) == override_dirname(long_a)
