@@ -1,0 +1,470 @@
+"""DQN (optionally Double DQN) around an arbitrary Q-network module, resumable bit for bit.
+
+The Q-function is any ``nn.Module`` mapping float32 observations ``[B, *obs_shape]`` to
+Q-values ``[B, n_actions]``: a plain :class:`~equiv.backbones.qnets.QMLP`, or a symmetrizer
+wrapped around a pretrained one (``Equitune``, ``Equizero``, ...). Such wrappers may compute
+different things in ``train()`` and ``eval()`` mode (Equizero's straight-through gradient), so
+the trainer is explicit about modes:
+
+- **acting and evaluation** use ``eval()`` under ``no_grad``: the policy is the function that is
+  deployed and reported (Equizero's chosen view, dropout off), and acting must not consume the
+  global torch RNG, which keeps data collection identical however the net is built;
+- **the TD loss** uses ``train()`` on the online net: that is the mode in which a wrapper
+  defines its training gradient (Equizero's surrogate);
+- **the target net** is a frozen ``copy.deepcopy`` kept in ``eval()``: it only supplies values.
+
+Vector envs follow gymnasium ≥ 1.0's default ``AutoresetMode.NEXT_STEP``: a step that ends an
+episode (terminated *or* truncated) returns the true final observation, and the *next* call to
+``step`` on that sub-env ignores its action and returns the first observation of a new episode
+with reward 0. That call is not a transition and is never stored, nor counted as an env step.
+Truncated steps are stored with ``terminated=False`` (bootstrapped), terminated ones cut the
+bootstrap.
+
+Resumes are exact by construction rather than by pickling environments: at every
+``cfg.checkpoint_every`` env steps *every* sub-env is reset with a seed derived from
+``(seed, checkpoint index)`` (the in-progress episodes are cut; all their transitions are
+already stored, and none crosses the cut), and only then is the state snapshotted. A resumed run
+redoes that same reset, so it continues exactly like the uninterrupted run, for any
+``num_envs``. The price: with checkpointing on, the trajectory depends on ``checkpoint_every``
+(not on whether anyone listens to ``on_checkpoint``), and one episode per sub-env is cut per
+checkpoint — negligible when ``checkpoint_every`` is much longer than an episode.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from torch import Tensor, nn
+
+from equiv.rl.replay import ReplayBuffer, Transitions
+from equiv.training import check_finite
+
+EnvFactory = Callable[[], gym.Env]
+QFunction = Callable[[Tensor], Tensor]
+EvalCallback = Callable[[int, float, list[float]], None]
+CheckpointCallback = Callable[[dict[str, Any]], None]
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """DQN hyperparameters. Every period and budget counts *env steps* (real transitions,
+    summed over the sub-envs), so runs with different ``num_envs`` share a time axis."""
+
+    total_steps: int = 100_000
+    num_envs: int = 1
+    buffer_size: int = 10_000
+    batch_size: int = 128
+    gamma: float = 0.99
+    lr: float = 2.5e-4
+    learning_starts: int = 1_000
+    train_frequency: int = 4            # env steps between rounds of gradient steps
+    gradient_steps: int = 1             # updates per round
+    target_update_period: int = 500     # env steps between target updates
+    tau: float = 1.0                    # 1.0: hard copy; < 1: Polyak averaging at each update
+    eps_start: float = 1.0
+    eps_end: float = 0.05
+    exploration_fraction: float = 0.5   # share of total_steps of the linear ε decay
+    huber_delta: float = 1.0            # Huber (smooth L1) threshold
+    max_grad_norm: float | None = 10.0
+    double_dqn: bool = False
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    eval_seed: int = 1_000_000          # episodes use seeds eval_seed + j, the same every run
+    eval_at_start: bool = True          # evaluate at step 0: the zero-shot return
+    checkpoint_every: int | None = None
+
+    def __post_init__(self) -> None:
+        positive = ("total_steps", "num_envs", "buffer_size", "batch_size", "train_frequency",
+                    "gradient_steps", "target_update_period", "eval_every", "eval_episodes")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"DQNConfig.{name} must be >= 1, got {getattr(self, name)}")
+        checks = {
+            "learning_starts": self.learning_starts >= 0,
+            "gamma": 0.0 <= self.gamma <= 1.0,
+            "lr": self.lr > 0,
+            "tau": 0.0 < self.tau <= 1.0,
+            "eps_start": 0.0 <= self.eps_start <= 1.0,
+            "eps_end": 0.0 <= self.eps_end <= 1.0,
+            "exploration_fraction": 0.0 <= self.exploration_fraction <= 1.0,
+            "huber_delta": self.huber_delta > 0,
+            "max_grad_norm": self.max_grad_norm is None or self.max_grad_norm > 0,
+            "checkpoint_every": self.checkpoint_every is None or self.checkpoint_every >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"DQNConfig.{name} is out of range: {getattr(self, name)!r}")
+
+    def epsilon(self, step: int) -> float:
+        """ε after ``step`` env steps: linear from ``eps_start`` to ``eps_end``, then flat."""
+        duration = self.exploration_fraction * self.total_steps
+        if duration <= 0:
+            return self.eps_end
+        frac = min(1.0, step / duration)
+        return self.eps_start + frac * (self.eps_end - self.eps_start)
+
+    def eval_seeds(self) -> list[int]:
+        return [self.eval_seed + j for j in range(self.eval_episodes)]
+
+
+def _device_of(module: Any) -> torch.device:
+    if isinstance(module, nn.Module):
+        for p in module.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
+def _as_obs(obs: np.ndarray, device: torch.device) -> Tensor:
+    return torch.as_tensor(obs, dtype=torch.float32, device=device)
+
+
+def _discrete_actions(space: gym.Space) -> tuple[int, int]:
+    """``(n, start)`` of a Discrete action space; DQN needs one."""
+    if not isinstance(space, gym.spaces.Discrete):
+        raise TypeError(f"DQN needs a Discrete action space, got {space}")
+    return int(space.n), int(space.start)
+
+
+def _crossed(before: int, after: int, period: int) -> int:
+    """How many multiples of ``period`` lie in ``(before, after]``."""
+    return max(0, after // period - before // period)
+
+
+class _EvalMode:
+    """Put a module (if ``fn`` is one) in eval mode for a block, restoring its mode after."""
+
+    def __init__(self, fn: Any) -> None:
+        self.module = fn if isinstance(fn, nn.Module) else None
+
+    def __enter__(self) -> None:
+        if self.module is not None:
+            self.was_training = self.module.training
+            self.module.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.module is not None:
+            self.module.train(self.was_training)
+
+
+@torch.no_grad()
+def evaluate(q_fn: QFunction, make_env: EnvFactory, seeds: Sequence[int], *,
+             max_steps: int = 100_000) -> tuple[float, list[float]]:
+    """Greedy return of one episode per seed, ``(mean, per-seed returns)``.
+
+    All episodes run side by side in one vector env (one batched forward per step, which
+    matters for symmetrizers that already multiply the batch by ``|G|``). Deterministic given
+    the seeds: greedy actions, ties broken by the lowest action index. A module is evaluated in
+    ``eval()`` mode and given back in its former mode. ``max_steps`` is a safety time limit for
+    envs without one; episodes still running then count as truncated.
+    """
+    if len(seeds) == 0:
+        raise ValueError("evaluate needs at least one seed")
+    envs = SyncVectorEnv([make_env for _ in seeds], autoreset_mode=AutoresetMode.NEXT_STEP)
+    try:
+        _, start = _discrete_actions(envs.single_action_space)
+        device = _device_of(q_fn)
+        returns = np.zeros(len(seeds))
+        done = np.zeros(len(seeds), dtype=bool)
+        obs, _ = envs.reset(seed=[int(s) for s in seeds])
+        with _EvalMode(q_fn):
+            for _ in range(max_steps):
+                actions = q_fn(_as_obs(obs, device)).argmax(dim=1).cpu().numpy() + start
+                obs, rewards, terminated, truncated, _ = envs.step(actions)
+                returns[~done] += rewards[~done]    # finished envs are autoresetting: ignore
+                done |= terminated | truncated
+                if done.all():
+                    break
+    finally:
+        envs.close()
+    return float(returns.mean()), [float(r) for r in returns]
+
+
+def td_loss(q_net: nn.Module, target_net: nn.Module, batch: Transitions, gamma: float, *,
+            huber_delta: float = 1.0, double_dqn: bool = False) -> Tensor:
+    """Huber loss between ``Q(s, a)`` and ``r + γ (1 − terminated) V'(s')``.
+
+    ``V'(s') = max_a Q_target(s', a)`` (DQN), or ``Q_target(s', argmax_a Q(s', a))`` with
+    ``double_dqn`` (the online argmax taken in eval mode: it is the greedy policy's choice).
+    Truncation is not termination: truncated transitions are stored with ``terminated=False``
+    and bootstrap. ``q_net``'s mode is the caller's (the trainer uses ``train()``).
+    """
+    q = q_net(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
+    with torch.no_grad():
+        next_q = target_net(batch.next_obs)
+        if double_dqn:
+            with _EvalMode(q_net):
+                best = q_net(batch.next_obs).argmax(dim=1)
+            next_v = next_q.gather(1, best[:, None]).squeeze(1)
+        else:
+            next_v = next_q.max(dim=1).values
+        target = batch.rewards + gamma * (~batch.terminated).to(next_v.dtype) * next_v
+    return F.huber_loss(q, target, delta=huber_delta)
+
+
+def _reset_seeds(seed: int, segment: int, num_envs: int) -> list[int]:
+    """Env seeds of a segment: ``seed + i`` at the start (segment 0), then independent seeds
+    derived from ``(seed, segment)`` at each checkpoint."""
+    if segment == 0:
+        return [seed + i for i in range(num_envs)]
+    state = np.random.SeedSequence([seed, segment]).generate_state(num_envs)
+    return [int(s) for s in state]
+
+
+def _select_params(q_net: nn.Module, params: Iterable[nn.Parameter] | None) -> list[nn.Parameter]:
+    own = {id(p) for p in q_net.parameters()}
+    chosen: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for p in (q_net.parameters() if params is None else params):
+        if params is None and not p.requires_grad:
+            continue
+        if id(p) not in own:
+            raise ValueError("params must be parameters of q_net (the target net copies q_net)")
+        if not p.requires_grad:
+            raise ValueError("every parameter in params must require grad")
+        if id(p) not in seen:
+            seen.add(id(p))
+            chosen.append(p)
+    if not chosen:
+        raise ValueError("no trainable parameters")
+    return chosen
+
+
+def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int, *,
+              params: Iterable[nn.Parameter] | None = None,
+              on_eval: EvalCallback | None = None,
+              on_checkpoint: CheckpointCallback | None = None,
+              resume_from: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``q_net`` in place with ε-greedy DQN on ``cfg.num_envs`` copies of ``make_env()``.
+
+    ``params``: the parameters to train (default: all of ``q_net``'s that require grad), e.g. a
+    backbone without its λ-network; the others stay fixed (and get no ``.grad``).
+    ``on_eval(step, mean_return, returns)`` runs after each evaluation (step 0 when
+    ``cfg.eval_at_start``, every ``cfg.eval_every`` env steps, and at the end).
+    ``on_checkpoint(state)`` gets a snapshot (copies, loadable with
+    ``torch.load(..., weights_only=True)``) every ``cfg.checkpoint_every`` env steps; pass it
+    back as ``resume_from`` (same ``cfg``, ``seed``, ``make_env``, architecture and ``params``)
+    to finish the run exactly as if it had never stopped (on CPU).
+
+    Seeds ``torch.manual_seed(seed)`` (global RNG: dropout in the loss, if any); a private
+    generator drives ε draws, random actions and replay sampling; sub-env ``i`` is first reset
+    with ``seed + i``. Runs on ``q_net``'s device (the replay buffer too). ``q_net`` is given
+    back in the mode it came in.
+
+    Returns ``curve`` (``[{"step", "value"}]``, mean greedy eval return), ``final_return``,
+    ``final_returns`` (per eval seed), ``train_episodes`` (``[{"step", "value"}]``, undiscounted
+    training-episode returns, ε-greedy), ``env_steps``, ``updates``, ``steps_per_second``
+    (training env steps per second of wall time outside evaluation, this session).
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    was_training = q_net.training
+    device = _device_of(q_net)
+    trained = _select_params(q_net, params)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+
+    envs = SyncVectorEnv([make_env for _ in range(cfg.num_envs)],
+                         autoreset_mode=AutoresetMode.NEXT_STEP)
+    try:
+        n_actions, start = _discrete_actions(envs.single_action_space)
+        obs_shape = envs.single_observation_space.shape
+        if obs_shape is None:
+            raise TypeError(f"DQN needs an array observation space, got "
+                            f"{envs.single_observation_space}")
+        target = copy.deepcopy(q_net).eval().requires_grad_(False)
+        buffer = ReplayBuffer(cfg.buffer_size, obs_shape, device)
+        optimizer = torch.optim.Adam(trained, lr=cfg.lr)
+
+        step = updates = segment = 0
+        curve: list[dict[str, float]] = []
+        train_episodes: list[dict[str, float]] = []
+        last_returns: list[float] = []
+        if resume_from is not None:
+            _check_compatible(resume_from, cfg, seed)
+            q_net.load_state_dict(resume_from["online"])
+            target.load_state_dict(resume_from["target"])
+            optimizer.load_state_dict(resume_from["optimizer"])
+            buffer.load_state_dict(resume_from["buffer"])
+            gen.set_state(resume_from["generator"])
+            torch.set_rng_state(resume_from["torch_rng"])
+            step, updates, segment = (int(resume_from[k]) for k in ("step", "updates", "segment"))
+            curve = copy.deepcopy(list(resume_from["curve"]))
+            train_episodes = copy.deepcopy(list(resume_from["train_episodes"]))
+            last_returns = list(resume_from["last_returns"])
+
+        def run_eval() -> None:
+            nonlocal last_returns
+            mean, last_returns = evaluate(q_net, make_env, cfg.eval_seeds())
+            curve.append({"step": step, "value": mean})
+            if on_eval is not None:
+                on_eval(step, mean, last_returns)
+
+        obs, _ = envs.reset(seed=_reset_seeds(seed, segment, cfg.num_envs))
+        _check_output(q_net, obs, device, n_actions)
+        if resume_from is None and cfg.eval_at_start:
+            run_eval()
+
+        episode_return = np.zeros(cfg.num_envs)
+        autoresetting = np.zeros(cfg.num_envs, dtype=bool)   # next step() is a reset, not a move
+        session_steps, pause, started = 0, 0.0, time.perf_counter()
+        while step < cfg.total_steps:
+            actions = _act(q_net, _as_obs(obs, device), cfg.epsilon(step), gen, n_actions)
+            next_obs, rewards, terminated, truncated, _ = envs.step(actions.numpy() + start)
+            real = ~autoresetting
+            if real.any():
+                buffer.add_batch(obs[real], actions[torch.from_numpy(real)], rewards[real],
+                                 next_obs[real], terminated[real])
+            episode_return[real] += rewards[real]
+            finished = terminated | truncated     # True only on real steps (resets are False)
+            before, step = step, step + int(real.sum())
+            session_steps += int(real.sum())
+            for i in np.flatnonzero(finished):
+                train_episodes.append({"step": step, "value": float(episode_return[i])})
+                episode_return[i] = 0.0
+            autoresetting, obs = finished, next_obs
+
+            update_from = max(before, cfg.learning_starts - 1)
+            for _ in range(cfg.gradient_steps * _crossed(update_from, step, cfg.train_frequency)):
+                _update(q_net, target, optimizer, trained, buffer.sample(cfg.batch_size, gen),
+                        cfg, updates)
+                updates += 1
+            for _ in range(_crossed(update_from, step, cfg.target_update_period)):
+                _update_target(target, q_net, cfg.tau)
+
+            paused = time.perf_counter()
+            if _crossed(before, step, cfg.eval_every) and step < cfg.total_steps:
+                run_eval()
+            if (cfg.checkpoint_every is not None and step < cfg.total_steps
+                    and _crossed(before, step, cfg.checkpoint_every)):
+                segment += 1
+                obs, _ = envs.reset(seed=_reset_seeds(seed, segment, cfg.num_envs))
+                episode_return[:] = 0.0
+                autoresetting[:] = False
+                if on_checkpoint is not None:
+                    on_checkpoint(_snapshot(
+                        cfg, seed, step, updates, segment, q_net, target, optimizer, buffer,
+                        gen, curve, train_episodes, last_returns))
+            pause += time.perf_counter() - paused
+
+        train_time = time.perf_counter() - started - pause
+        if not curve or curve[-1]["step"] != step:
+            run_eval()
+    finally:
+        envs.close()
+        q_net.train(was_training)
+    return {
+        "curve": curve,
+        "final_return": curve[-1]["value"],
+        "final_returns": last_returns,
+        "train_episodes": train_episodes,
+        "env_steps": step,
+        "updates": updates,
+        "steps_per_second": session_steps / train_time if train_time > 0 else math.nan,
+    }
+
+
+@torch.no_grad()
+def _act(q_net: nn.Module, obs: Tensor, epsilon: float, gen: torch.Generator,
+         n_actions: int) -> Tensor:
+    """ε-greedy actions ``[num_envs]`` (CPU, 0-based). The generator is consumed the same way
+    whatever ε is, and the greedy forward (eval mode) draws nothing, so the random stream
+    depends only on the number of steps."""
+    n = obs.shape[0]
+    explore = torch.rand(n, generator=gen) < epsilon
+    random_actions = torch.randint(n_actions, (n,), generator=gen)
+    if bool(explore.all()):
+        return random_actions
+    with _EvalMode(q_net):
+        greedy = q_net(obs).argmax(dim=1).cpu()
+    return torch.where(explore, random_actions, greedy)
+
+
+def _update(q_net: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer,
+            params: list[nn.Parameter], batch: Transitions, cfg: DQNConfig, index: int) -> None:
+    """One Adam step on the TD loss, online net in train mode. Gradients are taken only for
+    ``params`` (``autograd.grad``), so frozen parameters accumulate nothing."""
+    q_net.train()
+    loss = td_loss(q_net, target, batch, cfg.gamma, huber_delta=cfg.huber_delta,
+                   double_dqn=cfg.double_dqn)
+    check_finite(loss, index)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    if cfg.max_grad_norm is not None:
+        nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def _update_target(target: nn.Module, online: nn.Module, tau: float) -> None:
+    if tau >= 1.0:
+        target.load_state_dict(online.state_dict())
+        return
+    for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        t.lerp_(o, tau)
+    for t, o in zip(target.buffers(), online.buffers(), strict=True):
+        t.copy_(o)
+
+
+@torch.no_grad()
+def _check_output(q_net: nn.Module, obs: np.ndarray, device: torch.device,
+                  n_actions: int) -> None:
+    with _EvalMode(q_net):
+        out = q_net(_as_obs(obs, device))
+    if tuple(out.shape) != (obs.shape[0], n_actions):
+        raise ValueError(f"q_net maps a batch of {obs.shape[0]} observations to shape "
+                         f"{tuple(out.shape)}, expected ({obs.shape[0]}, {n_actions})")
+
+
+def _snapshot(cfg: DQNConfig, seed: int, step: int, updates: int, segment: int,
+              q_net: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer,
+              buffer: ReplayBuffer, gen: torch.Generator, curve: list[dict[str, float]],
+              train_episodes: list[dict[str, float]],
+              last_returns: list[float]) -> dict[str, Any]:
+    """Everything a resume needs, as copies (the run goes on mutating the originals)."""
+    return {
+        "version": CHECKPOINT_VERSION,
+        "config": dataclasses.asdict(cfg),
+        "seed": seed,
+        "step": step,
+        "updates": updates,
+        "segment": segment,
+        "epsilon": cfg.epsilon(step),
+        "online": copy.deepcopy(q_net.state_dict()),
+        "target": copy.deepcopy(target.state_dict()),
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "buffer": buffer.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "curve": copy.deepcopy(curve),
+        "train_episodes": copy.deepcopy(train_episodes),
+        "last_returns": list(last_returns),
+    }
+
+
+def _check_compatible(state: Mapping[str, Any], cfg: DQNConfig, seed: int) -> None:
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint version {state.get('version')!r}, "
+                         f"expected {CHECKPOINT_VERSION}")
+    if int(state["seed"]) != seed:
+        raise ValueError(f"checkpoint was written with seed {state['seed']}, not {seed}")
+    saved = dict(state["config"])
+    current = dataclasses.asdict(cfg)
+    diff = sorted(k for k in current.keys() | saved.keys() if saved.get(k) != current.get(k))
+    if diff:
+        raise ValueError(f"checkpoint config differs in {', '.join(diff)}; an exact resume "
+                         f"needs the same DQNConfig")
