@@ -20,6 +20,7 @@ SCAN_TINY = [
     "task.pretrain.eval_every_examples=64",
     "task.data.eval_limit=24",
     "task.finetune.iterations=4",
+    "task.finetune.batch_size=2",
     "task.finetune.eval_every=2",
     "task.max_decode_len=12",
     "++method.lambda_phase.steps=2",
@@ -41,7 +42,7 @@ def test_every_method_runs_and_reports(method, tmp_path):
     for key in ("val_acc_zero_shot", "test_acc_zero_shot", "val_acc", "test_acc",
                 "test_acc_last", "selected_step", "pretrained_val_acc"):
         assert m[key] is not None, key
-    assert [p["step"] for p in res["curves"]["test_acc"]] == [0, 2, 4]
+    assert [p["step"] for p in res["curves"]["test_acc"]] == [0, 4, 8]     # examples seen
     # The selected evaluation is the best validation one (earliest on ties).
     vals = res["curves"]["val_acc"]
     best = max(vals, key=lambda p: (p["value"], -p["step"]))
@@ -67,7 +68,7 @@ def test_paper_code_compat_switches(tmp_path):
     res = run_scan(tmp_path, "method=equizero", "task.paper_code_compat=true")
     assert res["settings"] == {"combine": "logprob", "proxy": "mean_max_prob_padded",
                                         "select": "last"}
-    assert res["metrics"]["selected_step"] == 4
+    assert res["metrics"]["selected_step"] == 8
     assert res["metrics"]["test_acc"] == res["metrics"]["test_acc_last"]
 
 
@@ -99,6 +100,16 @@ def test_interrupted_finetuning_resumes_to_the_same_metrics(tmp_path, monkeypatc
     resumed = run_scan(tmp_path, *args, name="resumed")
     assert resumed["metrics"] == reference["metrics"]
     assert resumed["curves"] == reference["curves"]
+
+
+def test_progress_of_another_config_is_not_resumed(tmp_path, monkeypatch):
+    interrupt_after_saves(monkeypatch, protocol, 1)
+    with pytest.raises(Interrupt):
+        run_scan(tmp_path, "method=equitune", "task.finetune.eval_every=1", name="r")
+    monkeypatch.undo()
+    fresh = run_scan(tmp_path, "method=equitune", name="r")
+    # Resuming the other config's progress (saved after update 1) would add its step-2 point.
+    assert [p["step"] for p in fresh["curves"]["test_acc"]] == [0, 4, 8]
 
 
 def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ from equiv.experiment import Outcome, RunContext
 from equiv.groups.words import word_action
 from equiv.methods import LambdaNet
 from equiv.methods.sequence import SymmetrizedSeq2Seq
-from equiv.pretraining import cached_pretrain, save_atomic
+from equiv.pretraining import cached_pretrain, config_hash, save_atomic
 from equiv.training import check_finite, derived_generator, progress, seed_everything
 from experiments.scan.data import ScanData, load
 from experiments.scan.evaluate import equivariance_agreement, exact_match
@@ -134,7 +134,8 @@ def train_lambda_only(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanDa
 def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: RunContext,
              evaluate: Evaluator, out: Outcome) -> dict[str, Any]:
     """Adam on the backbone (and λ unless frozen), one evaluation every ``eval_every``
-    iterations; resumable from ``progress.pt`` in the run directory."""
+    updates; resumable from ``progress.pt`` in the run directory. Curve steps and the selected
+    step count training examples (updates × batch size)."""
     ft = cfg.task.finetune
     params = list(wrapper.model.parameters())
     if wrapper.lambda_net is not None and not cfg.method.freeze_lambda:
@@ -142,11 +143,13 @@ def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: 
     optimizer = torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
     gen = derived_generator(ctx.seed, "finetune")
     val0, test0 = out.curves["val_acc"][-1]["value"], out.curves["test_acc"][-1]["value"]
+    fingerprint = config_hash(_plain(cfg))
     state: dict[str, Any] = {"step": 0, "best": {"step": 0, "val_acc": val0, "test_acc": test0},
-                             "curves": copy.deepcopy(out.curves)}
+                             "curves": copy.deepcopy(out.curves), "config": fingerprint}
     path = ctx.run_dir / PROGRESS_FILE
-    if path.exists() and not cfg.force:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+    if saved is not None and not cfg.force and saved.get("config") == fingerprint:
+        state = saved
         wrapper.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
@@ -165,9 +168,10 @@ def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: 
         nn.utils.clip_grad_norm_(params, ft.clip_norm)
         optimizer.step()
         if step % ft.eval_every == 0 or step == ft.iterations:
-            val, test = evaluate(step)
+            seen = step * ft.batch_size      # curves count training examples, as the paper's
+            val, test = evaluate(seen)       # batch-1 "iterations" do
             if val > state["best"]["val_acc"]:
-                state["best"] = {"step": step, "val_acc": val, "test_acc": test}
+                state["best"] = {"step": seen, "val_acc": val, "test_acc": test}
             state.update(step=step, model=wrapper.state_dict(), optimizer=optimizer.state_dict(),
                          generator=gen.get_state(), torch_rng=torch.get_rng_state(),
                          curves=out.curves)
@@ -225,8 +229,8 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     lines.append(("val / test exact match, zero-shot",
                   f"{m['val_acc_zero_shot']:.4f} / {m['test_acc_zero_shot']:.4f}"))
     if ft.iterations > 0:
-        lines.append((f"after finetuning ({ft.iterations} iterations; step "
-                      f"{m['selected_step']} selected)",
+        lines.append((f"after finetuning ({ft.iterations * ft.batch_size} examples; "
+                      f"selected at {m['selected_step']})",
                       f"{m['val_acc']:.4f} / {m['test_acc']:.4f}"))
     key = "equivariance_agreement" if "equivariance_agreement" in m else \
         "equivariance_agreement_zero_shot"
