@@ -8,6 +8,7 @@ from types import ModuleType
 FAMILIES = {
     "image_classification": "experiments.image_classification",
     "scan": "experiments.scan",
+    "dqn": "experiments.dqn",
 }
 
 

@@ -1,0 +1,60 @@
+"""Deep Q-learning family: config checks here (cheap, torch-free), the protocol in
+``protocol.py``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig
+
+from equiv.config import ConfigError, one_of
+from equiv.method_options import NORMALIZATIONS, SURROGATES, VECTOR_PROXIES
+
+if TYPE_CHECKING:
+    from equiv.experiment import Outcome, RunContext
+
+ENVIRONMENTS = ("gridworld", "cartpole", "acrobot")
+BACKBONES = {"gridworld": ("qnet_cnn", "qnet_tiny_cnn"), "cartpole": ("qnet_mlp", "qnet_tiny_mlp"),
+             "acrobot": ("qnet_mlp", "qnet_tiny_mlp")}
+DQN_INTS = ("total_steps", "num_envs", "buffer_size", "batch_size", "train_frequency",
+            "gradient_steps", "target_update_period", "eval_every", "eval_episodes")
+
+
+def _check_dqn(node: DictConfig, path: str) -> None:
+    for key in DQN_INTS:           # absent keys take DQNConfig's defaults
+        value = node.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{path}.{key}={value!r} must be an integer >= 1")
+    for key in ("lr", "gamma"):
+        value = node.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(f"{path}.{key}={value!r} must be a number > 0")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Everything that can be checked before loading torch or building environments."""
+    task, method = cfg.task, cfg.method
+    one_of(task.env, ENVIRONMENTS, "task.env")
+    if cfg.backbone.name not in BACKBONES[task.env]:
+        raise ConfigError(f"backbone {cfg.backbone.name!r} does not fit task {task.name}; valid "
+                          f"backbones: {', '.join(BACKBONES[task.env])}")
+    _check_dqn(task.pretrain.dqn, "task.pretrain.dqn")
+    _check_dqn(task.finetune.dqn, "task.finetune.dqn")
+    if method.name == "lambda_equitune":
+        one_of(method.normalization, NORMALIZATIONS, "method.normalization")
+        if method.lambda_input != "features":
+            raise ConfigError(f"method.lambda_input={method.lambda_input!r} is not valid for "
+                              "DQN; valid: features")
+    if method.name == "equizero":
+        one_of(method.proxy, VECTOR_PROXIES, "method.proxy")
+        one_of(method.surrogate, SURROGATES, "method.surrogate")
+
+
+def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
+    from experiments.dqn.protocol import run as run_protocol
+
+    return run_protocol(cfg, ctx)
