@@ -43,7 +43,9 @@ def test_command_line_group_overrides_the_task_default():
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["group=nonsense"], "unknown group 'nonsense'; valid group options: d4, hflip"),
+    (["group=nonsense"],
+     "unknown group 'nonsense'; valid group options: acrobot_reflect, cartpole_reflect, d4, "
+     "grid_rot90, hflip"),
     (["task=nope"], "unknown task 'nope'"),
     (["method=vanilla,nope"], "unknown method 'nope'"),
     (["backbone=resnet9000"], "unknown backbone"),

@@ -22,7 +22,8 @@ def run_py(*args, cwd):
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["task=digits_rot90", "group=nonsense"],
-     "unknown group 'nonsense'; valid group options: d4, hflip, rot180, rot90, scan_"),
+     "unknown group 'nonsense'; valid group options: acrobot_reflect, cartpole_reflect, d4, "
+     "grid_rot90, hflip, rot180, rot90, scan_"),
     (["task.finetune.steps=-1"], "task.finetune.steps=-1 must be >= 0"),
     (["method=equizero", "method.proxy=accuracy"], "method.proxy='accuracy' is not valid"),
 ])
