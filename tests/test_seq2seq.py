@@ -1,6 +1,5 @@
 """The SCAN seq2seq backbone: shapes, padding invariance, step-wise decoding, training works."""
 
-import time
 
 import pytest
 import torch
@@ -181,7 +180,6 @@ def test_learns_copy_task(cell):
     steps = 300
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / steps)  # no late wobble
     gen = torch.Generator().manual_seed(0)
-    start = time.perf_counter()  # after the (one-off, slow) first optimizer creation
     model.train()
     for _ in range(steps):
         src, tgt, _ = _copy_batch(gen, 32)
@@ -194,7 +192,5 @@ def test_learns_copy_task(cell):
     src, _, seqs = _copy_batch(torch.Generator().manual_seed(123), 200)
     with torch.no_grad():
         pred = trim_at_eos(model.greedy_decode(src, max_len=8))
-    elapsed = time.perf_counter() - start
     acc = sum(p == s for p, s in zip(pred, seqs, strict=True)) / len(seqs)
     assert acc >= 0.95, acc
-    assert elapsed < 30, elapsed
