@@ -112,7 +112,7 @@ def duplicate_seeds(runs: Iterable[Run], keys: Sequence[str]) -> list[str]:
 
 
 def scan_finetune_curve(runs: list[Run]) -> Figure:
-    """Test accuracy vs finetuning iterations: does equizero's zero-shot lead survive finetuning?"""
+    """Test accuracy vs finetuning examples: does equizero's zero-shot lead survive finetuning?"""
     methods = {"equizero": "-", "equitune": ":"}
     runs = [r for r in runs if r["method"] in methods and is_pretrained(r)]
     duplicates = duplicate_seeds(runs, ("backbone", "method"))
@@ -147,7 +147,7 @@ def scan_finetune_curve(runs: list[Run]) -> Figure:
     if len(steps) <= 12:  # tick the evaluation points themselves (0, 400, ...) when few
         ax.set_xticks(steps)
     ax.set_title("Equizero vs. equitune for few-shot learning (SCAN Add Jump)")
-    ax.set_xlabel("finetuning iterations")
+    ax.set_xlabel("finetuning examples seen (the paper's batch-1 iterations)")
     ax.set_ylabel("test exact-match accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
