@@ -80,6 +80,21 @@ def one_of(value: object, valid: Sequence[str], key: str) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; valid: {', '.join(valid)}")
 
 
+def validate_method_options(method: DictConfig, proxies: Sequence[str], family: str,
+                            lambda_inputs: Sequence[str] = ("features",)) -> None:
+    """The λ-equitune and equizero options a task family accepts (torch-free)."""
+    from equiv.method_options import NORMALIZATIONS, SURROGATES
+
+    if method.name == "lambda_equitune":
+        one_of(method.normalization, NORMALIZATIONS, "method.normalization")
+        if method.lambda_input not in lambda_inputs:
+            raise ConfigError(f"method.lambda_input={method.lambda_input!r} is not valid for "
+                              f"{family}; valid: {', '.join(lambda_inputs)}")
+    if method.name == "equizero":
+        one_of(method.proxy, proxies, "method.proxy")
+        one_of(method.surrogate, SURROGATES, "method.surrogate")
+
+
 def _positive(cfg: DictConfig, path: str, allow_zero: bool = False) -> None:
     value = OmegaConf.select(cfg, path)
     if value is None:

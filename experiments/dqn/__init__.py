@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from equiv.config import ConfigError, one_of
-from equiv.method_options import NORMALIZATIONS, SURROGATES, VECTOR_PROXIES
+from equiv.config import ConfigError, one_of, validate_method_options
+from equiv.method_options import VECTOR_PROXIES
 
 if TYPE_CHECKING:
     from equiv.experiment import Outcome, RunContext
@@ -44,15 +44,7 @@ def validate(cfg: DictConfig) -> None:
                           f"backbones: {', '.join(BACKBONES[task.env])}")
     _check_dqn(task.pretrain.dqn, "task.pretrain.dqn")
     _check_dqn(task.finetune.dqn, "task.finetune.dqn")
-    if method.name == "lambda_equitune":
-        one_of(method.normalization, NORMALIZATIONS, "method.normalization")
-        if method.lambda_input != "features":
-            raise ConfigError(f"method.lambda_input={method.lambda_input!r} is not valid for "
-                              "DQN; valid: features")
-    if method.name == "equizero":
-        one_of(method.proxy, VECTOR_PROXIES, "method.proxy")
-        one_of(method.surrogate, SURROGATES, "method.surrogate")
-
+    validate_method_options(method, VECTOR_PROXIES, "DQN")
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     from experiments.dqn.protocol import run as run_protocol

@@ -6,13 +6,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from equiv.config import ConfigError, one_of
-from equiv.method_options import (
-    NORMALIZATIONS,
-    SEQUENCE_COMBINES,
-    SEQUENCE_PROXIES,
-    SURROGATES,
-)
+from equiv.config import ConfigError, one_of, validate_method_options
+from equiv.method_options import SEQUENCE_COMBINES, SEQUENCE_PROXIES
 
 if TYPE_CHECKING:
     from equiv.experiment import Outcome, RunContext
@@ -53,15 +48,7 @@ def validate(cfg: DictConfig) -> None:
     fraction = task.data.validation_fraction
     if not isinstance(fraction, int | float) or not 0 < fraction < 1:
         raise ConfigError(f"task.data.validation_fraction={fraction!r} must be in (0, 1)")
-    if method.name == "lambda_equitune":
-        one_of(method.normalization, NORMALIZATIONS, "method.normalization")
-        if method.lambda_input != "features":
-            raise ConfigError(f"method.lambda_input={method.lambda_input!r} is not valid for "
-                              "SCAN; valid: features (λ scores the mean encoder output)")
-    if method.name == "equizero":
-        one_of(method.proxy, SEQUENCE_PROXIES, "method.proxy")
-        one_of(method.surrogate, SURROGATES, "method.surrogate")
-
+    validate_method_options(method, SEQUENCE_PROXIES, "SCAN")
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     from experiments.scan.protocol import run as run_protocol
