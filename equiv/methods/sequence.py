@@ -127,43 +127,51 @@ class SymmetrizedSeq2Seq(nn.Module):
     def step_logprobs(self, src: Tensor, prev_tokens: Tensor | None = None, max_len: int = 50,
                       teacher_forcing: float = 1.0,
                       generator: torch.Generator | None = None,
-                      per_view: bool = False) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor,
-                                                                                 Tensor]:
+                      per_view: bool = False, feed: Literal["combined", "own"] = "combined",
+                      ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
         """Combined decoding: ``(tokens [B, L], log-probs [B, L, V])``.
 
         With ``prev_tokens`` (gold outputs ending in EOS, PAD-padded) each step is fed the gold
-        previous token with probability ``teacher_forcing`` (one draw per sequence), else the
-        combined argmax; without them decoding is greedy and stops at EOS. ``per_view`` also
-        returns every view's aligned log-probabilities ``[|G|, B, L, V]``.
+        previous token with probability ``teacher_forcing`` (one draw per sequence, shared by
+        the views), else a predicted token: ``feed='combined'`` feeds every view ``g·`` the
+        combined argmax (how equitune decodes), ``feed='own'`` each view its own argmax (how
+        equizero's views decode). Predictions are fed as they are, also after a predicted EOS,
+        as in :meth:`Seq2Seq.train_step_loss`. Without ``prev_tokens`` decoding is greedy and
+        stops at EOS. ``per_view`` also returns every view's aligned log-probabilities
+        ``[|G|, B, L, V]``.
         """
         batch = src.shape[0]
         _, state, g = self._views(src)
         weights = self._weights(state, batch)
-        prev = torch.full((batch,), SOS, dtype=torch.long, device=src.device)
+        if feed not in ("combined", "own"):
+            raise ValueError(f"feed must be 'combined' or 'own', got {feed!r}")
+        view_prev = torch.full((self.order * batch,), SOS, dtype=torch.long, device=src.device)
         steps = prev_tokens.shape[1] if prev_tokens is not None else max_len
         forced = None
         if prev_tokens is not None:
             draw = torch.rand(batch, generator=generator).to(src.device)
-            forced = draw < teacher_forcing
+            forced = (draw < teacher_forcing).repeat(self.order)
         tokens, logps, views = [], [], []
         done = torch.zeros(batch, dtype=torch.bool, device=src.device)
         for t in range(steps):
-            view_prev = self.out_tokens.apply(prev.repeat(self.order), g)
             logits, state = self.model.decode_step(state, view_prev)
             aligned = self._aligned(logits, g)
             logp = self._combined_step(aligned, weights)
             if per_view:
                 views.append(aligned)
             choice = logp.argmax(dim=-1)
-            choice = torch.where(done, torch.full_like(choice, PAD), choice)
-            tokens.append(choice)
+            tokens.append(choice.masked_fill(done, PAD))
             logps.append(logp)
             done = done | (choice == EOS)
             if prev_tokens is None and bool(done.all()):
                 break
-            prev = choice.detach()
+            if feed == "own":
+                view_prev = logits.detach().argmax(dim=-1)
+            else:
+                view_prev = self.out_tokens.apply(choice.detach().repeat(self.order), g)
             if forced is not None:
-                prev = torch.where(forced, prev_tokens[:, t], prev)
+                gold = self.out_tokens.apply(prev_tokens[:, t].repeat(self.order), g)
+                view_prev = torch.where(forced, gold, view_prev)
         if per_view:
             return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(views, 2)
         return torch.stack(tokens, 1), torch.stack(logps, 1)
@@ -174,8 +182,10 @@ class SymmetrizedSeq2Seq(nn.Module):
 
         Equitune/λ-equitune: of the combined distribution. Equizero: straight-through, the value
         is that of the view ``g*`` its greedy decoding selects, the gradient that of the equitune
-        combination (the authors' estimator; ``surrogate='identity'``: of the selected view);
-        steps are fed as in equitune training.
+        combination (the authors' estimator; ``surrogate='identity'``: of the selected view).
+        Unforced steps feed each view its own prediction, as equizero decodes (feeding the
+        combined prediction trains every view on the equitune decoding's prefixes, which on
+        around_right are mostly wrong and made finetuning undo the zero-shot gains).
         """
         if self.method == "vanilla":
             return self.model.train_step_loss(src, tgt, teacher_forcing, generator)
@@ -186,7 +196,8 @@ class SymmetrizedSeq2Seq(nn.Module):
             with torch.no_grad():
                 best = self._equizero(src, max_len)[1]
             _, combined, views = self.step_logprobs(src, tgt, teacher_forcing=teacher_forcing,
-                                                    generator=generator, per_view=True)
+                                                    generator=generator, per_view=True,
+                                                    feed="own")
             chosen = views[best, torch.arange(src.shape[0], device=src.device)]
             if self.surrogate == "identity":
                 logp = chosen
