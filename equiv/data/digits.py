@@ -24,6 +24,7 @@ class ImageSplit:
     x_test: Tensor
     y_test: Tensor
     num_classes: int
+    class_names: tuple[str, ...] = ()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -61,4 +62,5 @@ def load_digits_split(test_fraction: float = 0.3, split_seed: int = 0) -> ImageS
     as_tensors = (torch.from_numpy(images[i].copy()) for i in (train, test))
     x_train, x_test = as_tensors
     return ImageSplit(x_train, torch.from_numpy(labels[train]), x_test,
-                      torch.from_numpy(labels[test]), num_classes=10)
+                      torch.from_numpy(labels[test]), num_classes=10,
+                      class_names=tuple(str(d) for d in range(10)))

@@ -12,8 +12,8 @@ from equiv.method_options import LAMBDA_INPUTS, NORMALIZATIONS, SURROGATES, VECT
 if TYPE_CHECKING:
     from equiv.experiment import Outcome, RunContext
 
-DATASETS = ("digits",)
-BACKBONES = ("small_cnn",)
+DATASETS = ("digits", "fashion_mnist")
+BACKBONES = ("small_cnn", "small_resnet")
 IMAGE_GROUPS = ("rot90", "rot180", "hflip", "d4", "trivial")
 TRANSFORM_MODES = ("per_example", "per_batch")
 
@@ -33,6 +33,14 @@ def validate(cfg: DictConfig) -> None:
     if method.name == "equizero":
         one_of(method.proxy, VECTOR_PROXIES, "method.proxy")
         one_of(method.surrogate, SURROGATES, "method.surrogate")
+    for key in ("train_size", "test_size"):
+        size = task.data.get(key)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ConfigError(f"task.data.{key}={size!r} must be a positive integer or null")
+    if task.dataset == "fashion_mnist":       # last: the other mistakes are cheaper to report
+        from equiv.data.fashion_mnist import locate
+
+        locate(task.data.get("root"), cfg.cache_dir)
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
