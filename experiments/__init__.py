@@ -9,6 +9,7 @@ FAMILIES = {
     "image_classification": "experiments.image_classification",
     "scan": "experiments.scan",
     "dqn": "experiments.dqn",
+    "clip": "experiments.clip",
 }
 
 

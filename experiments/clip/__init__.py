@@ -1,0 +1,85 @@
+"""CLIP family: zero-shot and finetuned CLIP under test-time rotations/flips (paper §4, Figs. 4-8,
+5/11). Config and resource checks here (torch-free); the protocol in ``protocol.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig, OmegaConf
+
+from equiv.config import ConfigError, one_of, validate_method_options
+from equiv.method_options import VECTOR_PROXIES
+from experiments.clip.resources import prefetch_command, require_dataset, require_weights
+
+if TYPE_CHECKING:
+    from equiv.experiment import Outcome, RunContext
+
+DATASETS = ("cifar100", "imagenet_v2", "cifar10", "synthetic")
+TRAIN_SPLITS = ("cifar100", "cifar10", "synthetic")        # ImageNet-V2 is a test set only
+BACKBONES = ("clip_rn50", "clip_rn101", "clip_vitb32", "clip_vitb16", "tiny_clip")
+IMAGE_GROUPS = ("rot90", "rot180", "hflip", "d4", "trivial")
+TRANSFORM_MODES = ("per_example", "per_batch")
+OUTPUTS = ("logits", "probs")
+LAMBDA_COMBINES = ("weights", "authors")
+
+
+def _count(cfg: DictConfig, path: str, allow_zero: bool = True) -> None:
+    value = OmegaConf.select(cfg, path)
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        raise ConfigError(f"{path}={value!r} must be an integer {'>= 0' if allow_zero else '>= 1'}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Everything checkable before torch: options, budgets, then weights and data on disk."""
+    task, method, backbone = cfg.task, cfg.method, cfg.backbone
+    one_of(task.dataset, DATASETS, "task.dataset")
+    if backbone.name not in BACKBONES:
+        raise ConfigError(f"backbone {backbone.name!r} does not fit task {task.name}; valid "
+                          f"backbones: {', '.join(BACKBONES)}")
+    one_of(task.transform, IMAGE_GROUPS, "task.transform")
+    one_of(task.eval.transform_mode, TRANSFORM_MODES, "task.eval.transform_mode")
+    one_of(task.head.output, OUTPUTS, "task.head.output")
+    one_of(task.lambda_combine, LAMBDA_COMBINES, "task.lambda_combine")
+    scale = task.head.logit_scale
+    if scale != "clip" and (isinstance(scale, bool) or not isinstance(scale, int | float)
+                            or scale <= 0):
+        raise ConfigError(f"task.head.logit_scale={scale!r} must be 'clip' or a number > 0")
+    validate_method_options(method, VECTOR_PROXIES, "CLIP")
+    for path in ("task.finetune.steps", "task.eval.invariance_probe"):
+        _count(cfg, path)
+    for path in ("task.finetune.batch_size", "task.finetune.eval_every", "task.eval.batch_size"):
+        _count(cfg, path, allow_zero=False)
+    lambda_steps = 0
+    if method.name == "lambda_equitune":
+        lp = method.lambda_phase
+        for key in ("steps", "select_every"):
+            _count(cfg, f"method.lambda_phase.{key}")
+        for key in ("batch_size", "pool", "select_images"):
+            _count(cfg, f"method.lambda_phase.{key}", allow_zero=False)
+        lambda_steps = lp.steps
+    if task.dataset not in TRAIN_SPLITS and (task.finetune.steps > 0 or lambda_steps > 0):
+        raise ConfigError(f"task.dataset={task.dataset} has no training split: use "
+                          "task.finetune.steps=0 (and method.lambda_phase.steps=0), or a dataset "
+                          f"among {', '.join(TRAIN_SPLITS)}")
+    check_resources(cfg)
+
+
+def check_resources(cfg: DictConfig) -> None:
+    """Weights and dataset present under ``cache_dir`` (``MissingResourceError`` otherwise)."""
+    task, backbone = cfg.task, cfg.backbone
+    cache_dir = Path(cfg.cache_dir)
+    fetch = prefetch_command(task.name, backbone.name,
+                             task.dataset if task.dataset != "cifar100" else None)
+    if backbone.pretrained:
+        if not backbone.tag:
+            raise ConfigError(f"backbone {backbone.name} has no pretrained weights; use "
+                              "backbone.pretrained=false (random init, recorded as such)")
+        require_weights(backbone.arch, backbone.tag, cache_dir, fetch)
+    require_dataset(task.dataset, cache_dir, fetch)
+
+
+def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
+    from experiments.clip.protocol import run as run_protocol
+
+    return run_protocol(cfg, ctx)

@@ -1,0 +1,169 @@
+"""CLIP adapter on a tiny random open_clip model: exact invariance of every method in float64,
+g vs g⁻¹ in view selection, the text-classifier cache, λ's feature cache, missing weights."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from equiv.backbones.clip import (
+    ClipClassifier,
+    cached_text_classifier,
+    load_clip,
+    resolve_pretrained,
+    text_classifier,
+)
+from equiv.config import MissingResourceError
+from equiv.data.clip_prompts import (
+    CIFAR100_CLASSNAMES,
+    CIFAR_TEMPLATES,
+    IMAGENET_CLASSNAMES,
+    IMAGENET_TEMPLATES,
+)
+from equiv.groups import make_action
+from equiv.methods import Equitune, Equizero, LambdaEquitune, LambdaNet
+from equiv.testing import assert_invariant, equivariance_error
+from experiments.clip import resources
+from experiments.clip.compat import AuthorsLambdaEquitune
+from experiments.clip.protocol import cache_view_features
+from tests.helpers import CONFIG_DIR
+
+TINY = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "backbone" / "tiny_clip.yaml"))
+CLASSES, TEMPLATES = ("cat", "dog", "ship"), ("a photo of a {}.", "a bad photo of the {}.")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    torch.manual_seed(0)
+    return load_clip(TINY["arch"], pretrained=False, tag=None,
+                     cache_dir=tmp_path_factory.mktemp("oc"), fetch="-",
+                     model_config=TINY["model_config"])
+
+
+@pytest.fixture(scope="module")
+def classifier64(clip):
+    w = text_classifier(clip.model.encode_text, clip.tokenizer, CLASSES, TEMPLATES)
+    return ClipClassifier(clip.model.visual, w, logit_scale=100.0).double().eval()
+
+
+def images(n=3, seed=0):
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed),
+                       dtype=torch.float64)
+
+
+def methods(backbone, action):
+    lam = LambdaNet(backbone.feature_dim, hidden=8, dropout=0.0).double()
+    probs = ClipClassifier(backbone.visual, backbone.classifier, 1.0, "probs")
+    return {
+        "equitune": Equitune(backbone, action),
+        "equizero": Equizero(backbone, action, "neg_max_logit"),
+        "lambda_equitune": LambdaEquitune(backbone, action, lam, lambda_input="features"),
+        "lambda_authors": AuthorsLambdaEquitune(probs, action, lam, lambda_input="features"),
+    }
+
+
+def test_prompt_lists_are_complete():
+    assert (len(IMAGENET_TEMPLATES), len(IMAGENET_CLASSNAMES)) == (80, 1000)
+    assert (len(CIFAR_TEMPLATES), len(CIFAR100_CLASSNAMES)) == (18, 100)
+    assert len(set(IMAGENET_CLASSNAMES)) == 998          # CLIP's list repeats two names
+    assert all("{}" in t for t in IMAGENET_TEMPLATES)
+
+
+def test_weight_table_agrees_with_open_clip():
+    import open_clip
+
+    for arch, w in resources.OPENAI_WEIGHTS.items():
+        cfg = open_clip.get_pretrained_cfg(arch, "openai")
+        assert cfg["hf_hub"].rstrip("/") == w.hf_repo and cfg["url"] == w.url
+        assert cfg["quick_gelu"] is True          # hence quick_gelu: null -> QuickGELU
+
+
+@pytest.mark.parametrize("group", ["rot90", "rot180", "hflip", "d4"])
+def test_every_method_is_exactly_invariant(classifier64, group):
+    action = make_action(group)
+    x = images()
+    assert equivariance_error(classifier64, action, x, invariant=True) > 1e-4   # CLIP is not
+    for model in methods(classifier64, action).values():
+        model.eval()
+        assert_invariant(model, action, x, atol=1e-10)
+
+
+@pytest.mark.parametrize("group", ["rot90", "d4"])
+def test_view_selection_follows_g_inverse(classifier64, group):
+    """The views of t·x are those of x shifted by t: equizero's choice (and λ's weights) for t·x
+    must be g*·t⁻¹. Using t instead of t⁻¹ fails for rotations by ±90°."""
+    action = make_action(group)
+    x = images(4, seed=1)
+    zero = methods(classifier64, action)["equizero"]
+    lam = methods(classifier64, action)["lambda_equitune"].eval()
+    g0 = zero.select(x)[0]
+    w0 = lam.lambda_weights(x)
+    for t in action.elements:
+        tx = action.act_in(x, t)
+        expected = torch.tensor([action.compose(g, action.inverse(t)) for g in g0.tolist()])
+        assert torch.equal(zero.select(tx)[0], expected)
+        perm = [action.compose(g, t) for g in action.elements]       # weight of view g of t·x
+        assert torch.allclose(lam.lambda_weights(tx), w0[:, perm], atol=1e-12)
+    wrong = torch.tensor([action.compose(g, 1) for g in g0.tolist()])
+    assert not torch.equal(zero.select(action.act_in(x, 1))[0], wrong)
+
+
+def test_text_classifier_is_computed_once_and_cached(clip, tmp_path):
+    calls = []
+
+    def encode_text(tokens):
+        calls.append(len(tokens))
+        return clip.model.encode_text(tokens)
+
+    key = {"arch": "tiny", "tag": "none", "dataset": "toy", "prompts": "abc"}
+    compute = lambda: text_classifier(encode_text, clip.tokenizer, CLASSES, TEMPLATES)  # noqa: E731
+    w1, cached1, path = cached_text_classifier(tmp_path, key, compute)
+    w2, cached2, _ = cached_text_classifier(tmp_path, key, compute)
+    assert (cached1, cached2) == (False, True) and path.is_file()
+    assert sum(calls) == len(CLASSES) * len(TEMPLATES) and len(calls) == 1   # one batched call
+    assert torch.equal(w1, w2) and w1.shape == (TINY["model_config"]["embed_dim"], len(CLASSES))
+    assert torch.allclose(w1.norm(dim=0), torch.ones(len(CLASSES)))
+    _, cached3, path3 = cached_text_classifier(tmp_path, {**key, "prompts": "xyz"}, compute)
+    assert not cached3 and path3 != path and len(calls) == 2
+
+
+def test_lambda_features_are_computed_once_per_image_and_element(classifier64):
+    action = make_action("rot90")
+    model = methods(classifier64, action)["lambda_equitune"]
+    rows = []
+    handle = classifier64.visual.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))
+    data = [(images(1, seed=i)[0], 0, i) for i in range(5)]
+    try:
+        feats = cache_view_features(model, data, batch_size=2, num_workers=0,
+                                    device=torch.device("cpu"))
+    finally:
+        handle.remove()
+    assert sum(rows) == 5 * action.order and len(rows) == 3       # one call per batch of views
+    assert feats.shape == (5, action.order, classifier64.feature_dim)
+    x = torch.stack([d[0] for d in data])
+    expected = model.stacked_features(x).view(action.order, 5, -1).transpose(0, 1)
+    assert torch.allclose(feats, expected, atol=1e-12)
+
+
+def test_missing_weights_name_the_prefetch_command(tmp_path):
+    hint = resources.prefetch_command("clip_rot90", "clip_rn50")
+    assert hint == "python scripts/prefetch.py task=clip_rot90 backbone=clip_rn50"
+    with pytest.raises(MissingResourceError, match="open_clip weights RN50/openai") as err:
+        resolve_pretrained("RN50", "openai", tmp_path, hint)
+    assert hint in str(err.value) and "resnet50_clip.openai" in str(err.value)
+    with pytest.raises(MissingResourceError, match=r"prefetch\.py task=clip_rot90"):
+        load_clip("RN50", pretrained=True, tag="openai", cache_dir=tmp_path, fetch=hint)
+    with pytest.raises(MissingResourceError):
+        resources.require_weights("ViT-B-16", "openai", tmp_path, hint)
+
+
+def test_downloaded_weights_are_found_where_open_clip_puts_them(tmp_path):
+    snap = (tmp_path / "open_clip" / "models--timm--resnet50_clip.openai" / "snapshots" / "abc")
+    snap.mkdir(parents=True)
+    (snap / "open_clip_model.safetensors").write_bytes(b"")
+    assert resources.find_weights("RN50", tmp_path) == snap / "open_clip_model.safetensors"
+    assert resolve_pretrained("RN50", "openai", tmp_path / "open_clip", "-") == (
+        snap / "open_clip_model.safetensors")
