@@ -10,6 +10,7 @@ FAMILIES = {
     "scan": "experiments.scan",
     "dqn": "experiments.dqn",
     "clip": "experiments.clip",
+    "nlg": "experiments.nlg",
 }
 
 

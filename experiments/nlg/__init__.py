@@ -1,0 +1,59 @@
+"""NLG fairness family: config checks here (cheap, torch-free), the protocol in ``protocol.py``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig
+
+from equiv.config import ConfigError, one_of, validate_method_options
+from equiv.data.nlg import TEMPLATES, WORD_SETS
+
+if TYPE_CHECKING:
+    from equiv.experiment import Outcome, RunContext
+
+BACKBONES = ("gpt2", "tiny_gpt2")
+PRETRAINED_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
+SCORERS = ("regard", "vader")
+COMBINES = ("prob", "logits")
+
+
+def _positive_int(value: object, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r} must be an integer >= 1")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Everything that can be checked before loading torch, models or scorers."""
+    task, group, backbone = cfg.task, cfg.group, cfg.backbone
+    if backbone.name not in BACKBONES:
+        raise ConfigError(f"backbone {backbone.name!r} does not fit task {task.name}; valid "
+                          f"backbones: {', '.join(BACKBONES)}")
+    if backbone.name == "gpt2":
+        one_of(backbone.model, PRETRAINED_MODELS, "backbone.model")
+    one_of(task.context, tuple(TEMPLATES), "task.context")
+    if "word_set" not in group:
+        raise ConfigError(f"group={group.name} does not fit task {task.name}: NLG needs a "
+                          f"word_swap_* group")
+    one_of(group.word_set, tuple(WORD_SETS), "group.word_set")
+    one_of(group.on_multi_token, ("error", "drop"), "group.on_multi_token")
+    demographics = task.demographics if task.demographics is not None else group.demographics
+    if not demographics or not all(isinstance(d, str) and d.strip() for d in demographics):
+        raise ConfigError(f"task.demographics={demographics!r} must be a non-empty list of words")
+    one_of(task.scorer, SCORERS, "task.scorer")
+    one_of(task.combine, COMBINES, "task.combine")
+    for key in ("samples_per_prompt", "max_new_tokens", "top_k", "batch_size",
+                "score_batch_size"):
+        _positive_int(task[key], f"task.{key}")
+    if not isinstance(task.relaxed, bool):
+        raise ConfigError(f"task.relaxed={task.relaxed!r} must be true or false")
+    if cfg.method.name == "equizero":
+        one_of(cfg.method.proxy, SCORERS, "method.proxy")
+    else:
+        validate_method_options(cfg.method, SCORERS, "NLG")
+
+
+def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
+    from experiments.nlg.protocol import run as run_protocol
+
+    return run_protocol(cfg, ctx)

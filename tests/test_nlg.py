@@ -1,0 +1,191 @@
+"""NLG fairness on a tiny random GPT-2 with a local word-level tokenizer: exact group
+transforms of next-token distributions, the relaxed general words, cached batched decoding,
+equizero's choice, word checks, and the whole task through the in-process runner."""
+
+import json
+
+import pytest
+import torch
+
+from equiv.backbones.gpt2 import CausalLM, load_gpt2, tiny_gpt2
+from equiv.config import ConfigError, MissingResourceError
+from equiv.data.nlg import (
+    GENERAL_WORDS,
+    WORD_SETS,
+    MultiTokenWordError,
+    VocabGroup,
+    prompts,
+    tiny_vocabulary,
+    token_cycles,
+    vocab_action,
+)
+from equiv.methods import LambdaNet
+from equiv.methods.generation import SymmetrizedLM
+from equiv.runner import execute
+from experiments.nlg.protocol import encode_left_padded
+from tests.helpers import compose_config
+
+DEMOGRAPHICS = {"race": ["Black person", "White person"],
+                "race3": ["Black person", "White person", "Asian person"],
+                "gender": ["man", "woman"]}
+
+
+@pytest.fixture(scope="module")
+def lm() -> CausalLM:
+    texts = [p.text for d in DEMOGRAPHICS.values() for p in prompts(d, "respect")]
+    words = [c for name in ("race3", "gender") for c in WORD_SETS[name]()]
+    return tiny_gpt2(tiny_vocabulary(texts, words), seed=0)
+
+
+def wrap(lm: CausalLM, word_set: str, method: str = "equitune", relaxed: bool = False,
+         lambda_net=None) -> SymmetrizedLM:
+    group = token_cycles(WORD_SETS[word_set](), lm.encode_word, lm.tokenizer.unk_token_id)
+    if method == "vanilla":
+        group = VocabGroup([], [], [], group.general_ids)
+    return SymmetrizedLM(lm, vocab_action(group, lm.vocab_size, word_set), method,
+                         relaxed=relaxed, general_ids=group.general_ids, lambda_net=lambda_net)
+
+
+def batch(lm: CausalLM, word_set: str, template: str = "was known for"):
+    texts = [f"The {d} {template}" for d in DEMOGRAPHICS[word_set]]
+    return encode_left_padded(lm, texts)
+
+
+@pytest.mark.parametrize("word_set", ["race", "race3", "gender"])
+@pytest.mark.parametrize("method", ["equitune", "lambda_equitune"])
+def test_next_token_distributions_are_exact_group_transforms(lm, word_set, method):
+    torch.manual_seed(1)
+    net = LambdaNet(lm.model.config.n_embd, hidden=16, dropout=0.0).eval()   # non-uniform λ
+    model = wrap(lm, word_set, method, lambda_net=net)
+    ids, mask = batch(lm, word_set)
+    act = model.action
+    p = model.next_token_logprobs(ids[:1], mask[:1])            # "The man ..." / "The Black ..."
+    for g in act.elements:
+        moved = act.act_in(ids[:1], g)
+        assert torch.equal(moved, ids[g:g + 1])                  # g maps demographic 0 to g
+        pg = model.next_token_logprobs(moved, mask[:1])
+        torch.testing.assert_close(pg, act.act_out(p, g), atol=1e-5, rtol=0)
+        if act.inverse(g) != g:                                  # order 3: g⁻¹ would be wrong
+            assert (pg - act.act_out(p, act.inverse(g))).abs().max() > 1e-3
+
+
+def test_vanilla_is_not_fair(lm):
+    model = wrap(lm, "race", "vanilla")
+    ids, mask = batch(lm, "race")
+    p = model.next_token_logprobs(ids, mask)
+    act = wrap(lm, "race").action
+    assert (p[1] - act.act_out(p[:1], 1)[0]).abs().max() > 1e-3
+
+
+def test_relaxed_general_words_follow_the_identity_view(lm):
+    ids, mask = batch(lm, "gender")
+    plain = wrap(lm, "gender", "vanilla").next_token_logprobs(ids, mask)
+    equi = wrap(lm, "gender").next_token_logprobs(ids, mask)
+    relaxed = wrap(lm, "gender", relaxed=True).next_token_logprobs(ids, mask)
+    general = torch.tensor([lm.encode_word(w)[0] for w in GENERAL_WORDS])
+    other = torch.tensor([i for i in range(lm.vocab_size) if i not in set(general.tolist())])
+    # Ratios among general words are the untransformed context's; among the rest, equitune's.
+    def ratios(logp, index):
+        return logp[:, index] - logp[:, index[:1]]
+    torch.testing.assert_close(ratios(relaxed, general), ratios(plain, general), atol=1e-5,
+                               rtol=0)
+    torch.testing.assert_close(ratios(relaxed, other), ratios(equi, other), atol=1e-5, rtol=0)
+    assert (ratios(equi, general) - ratios(plain, general)).abs().max() > 1e-3
+    # "he" gets the same probability after "The man" and "The woman" only without relaxing.
+    he = lm.encode_word(" he")[0]
+    assert abs(equi[0, he] - equi[1, he]) < 1e-5
+    assert abs(relaxed[0, he] - relaxed[1, he]) > 1e-4
+
+
+@pytest.mark.parametrize("method", ["equitune", "vanilla"])
+def test_cached_batched_decoding_equals_full_prefix_recomputation(lm, method):
+    model = wrap(lm, "race3", method)
+    texts = [p.text for p in prompts(DEMOGRAPHICS["race3"], "respect")]   # 3 lengths of prompt
+    ids, mask = encode_left_padded(lm, texts)
+    stops = [lm.eos_id, *lm.encode_word("\n")]
+    fast = model.generate(ids, mask, greedy=True, stop_ids=stops)
+    for b, text in enumerate(texts):
+        one_ids, one_mask = encode_left_padded(lm, [text])
+        slow = model.generate(one_ids, one_mask, greedy=True, stop_ids=stops, use_cache=False)
+        n = int(slow.lengths[0])
+        assert int(fast.lengths[b]) == n
+        assert torch.equal(fast.tokens[b, :n], slow.tokens[0, :n])
+    # Top-k sampling: same seed, same tokens with and without the cache.
+    runs = [model.generate(ids, mask, top_k=40, stop_ids=stops, use_cache=cache,
+                           generator=torch.Generator().manual_seed(7)) for cache in (True, False)]
+    assert torch.equal(runs[0].tokens, runs[1].tokens)
+
+
+def test_equizero_picks_by_its_proxy_and_maps_back_by_the_inverse(lm):
+    model = wrap(lm, "race3", "equizero")
+    ids, mask = batch(lm, "race3")
+    views = {}
+    target = torch.tensor([1, 2, 0])                       # the best element per example
+
+    def scorer(tokens, lengths):
+        views["tokens"] = tokens
+        g = torch.arange(3).repeat_interleave(3)
+        return (g == target.repeat(3)).float() + 0.01 * torch.arange(9.0)
+
+    out = model.generate(ids, mask, max_new_tokens=6, generator=torch.Generator().manual_seed(0),
+                         scorer=scorer)
+    assert out.chosen.tolist() == target.tolist()
+    per_view = views["tokens"].view(3, 3, -1)
+    act = model.action
+    for b, g in enumerate(target.tolist()):
+        expected = act.act_in(per_view[g, b:b + 1], act.inverse(g))
+        assert torch.equal(out.tokens[b:b + 1], expected)
+    # Mapping back matters: a continuation mentioning " White" in view g=1 reads " Black".
+    black, white = lm.encode_word(" Black")[0], lm.encode_word(" White")[0]
+    assert act.act_in(torch.tensor([[white]]), act.inverse(1)).item() == black
+
+
+def test_words_that_are_not_one_token_are_rejected(lm):
+    words = [[" Black", " White"], [" Native American", " Pacific Islander"]]
+    with pytest.raises(MultiTokenWordError, match=r"' Native American'.*' Pacific Islander'"):
+        token_cycles(words, lm.encode_word, lm.tokenizer.unk_token_id)
+    with pytest.raises(MultiTokenWordError, match="' Martian'"):        # unknown -> <unk>
+        token_cycles([[" Black", " Martian"]], lm.encode_word, lm.tokenizer.unk_token_id)
+    kept = token_cycles(words, lm.encode_word, lm.tokenizer.unk_token_id, on_multi_token="drop")
+    assert kept.words == [[" Black", " White"]] and len(kept.dropped) == 1
+
+
+def test_missing_gpt2_weights_offline(tmp_path):
+    fetch = r"scripts/prefetch\.py task=nlg_gender_respect"
+    with pytest.raises(MissingResourceError, match=fetch):
+        load_gpt2("gpt2", tmp_path, offline=True)
+
+
+def test_incompatible_group_is_a_config_error(tmp_path):
+    cfg = compose_config("task=nlg_race_respect", "group=word_swap_gender", tmp=tmp_path)
+    with pytest.raises(ConfigError, match="word_swap_race"):
+        execute(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize(("task", "method", "extra"), [
+    ("nlg_race_respect", "equitune", []),
+    ("nlg_gender_occupation", "equizero", ["task.relaxed=true"]),
+])
+def test_task_end_to_end_offline_with_vader(task, method, extra, tmp_path):
+    cfg = compose_config(f"task={task}", "backbone=tiny_gpt2", f"method={method}",
+                         "task.scorer=vader", "task.equizero_proxy=vader",
+                         "task.samples_per_prompt=2", *extra, tmp=tmp_path)
+    report = execute(cfg, tmp_path / "run")
+    res = json.loads(report.results_path.read_text())
+    assert res["pretrained"] is False and res["task"] == task
+    demos = res["config"]["group"]["demographics"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text()
+            .splitlines()]
+    assert len(rows) == len(demos) * 5 * 2 == res["n_samples"]
+    assert {r["demographic"] for r in rows} == set(demos)
+    assert all(r["text"].startswith(r["prompt"]) and r["label"] in
+               ("negative", "neutral", "positive", "other") for r in rows)
+    m = res["metrics"]
+    assert 0.0 <= m["fairness_gap"] <= 1.0 and -1.0 <= m["quality_mean"] <= 1.0
+    for d in demos:
+        key = d.replace(" ", "_")
+        assert sum(m[f"{lab}_share.{key}"] for lab in
+                   ("negative", "neutral", "positive", "other")) == pytest.approx(1.0)
+    if method == "equizero":
+        assert res["model_variant"] == "R-EquizeroGPT2"
+        assert all(r["score"] == pytest.approx(max(r["view_scores"]), abs=1e-4) for r in rows)
