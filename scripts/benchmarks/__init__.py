@@ -1,0 +1,9 @@
+"""Benchmark sections for ``scripts/bench.py``: one module per hot path.
+
+Each module defines ``add_arguments(parser)`` (its own ``--<name>-*`` options) and
+``bench(args) -> Section``; register it in ``MODULES`` under its ``--only`` name.
+"""
+
+MODULES = {
+    "scan": "scripts.benchmarks.scan",
+}
