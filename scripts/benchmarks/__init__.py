@@ -5,5 +5,6 @@ Each module defines ``add_arguments(parser)`` (its own ``--<name>-*`` options) a
 """
 
 MODULES = {
+    "images": "scripts.benchmarks.images",
     "scan": "scripts.benchmarks.scan",
 }

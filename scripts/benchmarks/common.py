@@ -34,3 +34,19 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
+
+
+def peak_rss_mb(fn: Callable[[], object]) -> float:
+    """Peak resident set size (MB) of this process while ``fn`` runs (Linux; NaN elsewhere).
+
+    The kernel's high-water mark is reset first (``clear_refs`` 5), so the figure covers ``fn``
+    only, on top of what the process already holds (the models)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return float("nan")
+    fn()
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
