@@ -103,13 +103,26 @@ class WandbLogger(RunLogger):
                 # Several runs in one process (sweeps, tests) must each get a fresh W&B run.
                 init_kwargs["reinit"] = reinit
             Path(run_dir).mkdir(parents=True, exist_ok=True)
-            self._run = wandb.init(**init_kwargs)
+            self._run = self._init_or_offline(wandb, init_kwargs, run_dir)
         except Exception as exc:
             self._run = None
             self._warned = True
             _warn(
                 f"W&B initialisation failed ({type(exc).__name__}: {exc}); continuing without W&B"
             )
+
+    @staticmethod
+    def _init_or_offline(wandb: Any, init_kwargs: dict[str, Any], run_dir: Path) -> Any:
+        """``wandb.init``; if an online start fails (no network, server down), once more offline,
+        so that the run is still recorded and can be synced later."""
+        try:
+            return wandb.init(**init_kwargs)
+        except Exception as exc:
+            if init_kwargs.get("mode") in ("offline", "disabled") or os.environ.get("WANDB_MODE"):
+                raise
+            _warn(f"W&B initialisation failed ({type(exc).__name__}: {exc}); logging offline "
+                  f"instead. upload later with: wandb sync {Path(run_dir) / 'wandb'}/offline-run-*")
+            return wandb.init(**{**init_kwargs, "mode": "offline"})
 
     @staticmethod
     def _choose_mode(mode: str | None, run_dir: Path) -> str | None:

@@ -106,15 +106,40 @@ def test_wandb_mode_env_honoured(tmp_path, monkeypatch, capsys, no_wandb_env, en
     assert capsys.readouterr().err == ""
 
 
+def test_online_init_failure_falls_back_to_offline(tmp_path, monkeypatch, capsys, no_wandb_env):
+    fake = make_fake_wandb()
+    first = fake.init
+
+    def init(**kwargs):
+        if kwargs.get("mode") != "offline":
+            fake.calls.append(kwargs)
+            raise RuntimeError("no network")
+        return first(**kwargs)
+
+    fake.init = init
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setattr(L, "_has_api_key", lambda: True)
+    logger = _logger(tmp_path)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: W&B initialisation failed (RuntimeError: no network); "
+                          "logging offline instead. upload later with: wandb sync ")
+    assert err.count("\n") == 1
+    assert [c.get("mode") for c in fake.calls] == [None, "offline"]
+    assert logger.active
+    logger.log_metrics({"loss": 1.0}, step=0)
+    assert fake.run.logged == [({"loss": 1.0}, 0)]
+
+
 def test_init_failure_is_non_fatal(tmp_path, monkeypatch, capsys, no_wandb_env):
     fake = make_fake_wandb(init_error=RuntimeError("no network"))
     monkeypatch.setitem(sys.modules, "wandb", fake)
     monkeypatch.setattr(L, "_has_api_key", lambda: True)
     logger = _logger(tmp_path)
-    err = capsys.readouterr().err
-    assert err == (
-        "warning: W&B initialisation failed (RuntimeError: no network); continuing without W&B\n"
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == (
+        "warning: W&B initialisation failed (RuntimeError: no network); continuing without W&B"
     )
+    assert [c.get("mode") for c in fake.calls] == [None, "offline"]   # offline was tried too
     assert not logger.active
     logger.log_metrics({"loss": 1.0}, step=0)
     logger.log_summary({"acc": 0.5})
