@@ -53,9 +53,14 @@ def check_finite(loss: Tensor, step: int) -> None:
 
 def train_steps(params: Iterable[nn.Parameter], loss_at: Callable[[int], Tensor], steps: int,
                 lr: float, weight_decay: float = 0.0, desc: str = "train",
-                on_step: Callable[[int], None] | None = None) -> None:
-    """Adam for ``steps`` steps on ``loss_at(step)``; ``on_step(step)`` runs after each update."""
-    optimizer = torch.optim.Adam(list(params), lr=lr, weight_decay=weight_decay)
+                on_step: Callable[[int], None] | None = None,
+                make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
+                ) -> None:
+    """Adam (or ``make_optimizer(params)``) for ``steps`` steps on ``loss_at(step)``;
+    ``on_step(step)`` runs after each update."""
+    params = list(params)
+    optimizer = (make_optimizer(params) if make_optimizer is not None
+                 else torch.optim.Adam(params, lr=lr, weight_decay=weight_decay))
     for step in progress(range(1, steps + 1), total=steps, desc=desc):
         loss = loss_at(step)
         check_finite(loss, step)

@@ -3,12 +3,17 @@
     python scripts/prefetch.py task=clip_rot90 backbone=clip_rn50 task.dataset=cifar100
     python scripts/prefetch.py task=clip_flip backbone=clip_vitb16 task.dataset=imagenet_v2
     python scripts/prefetch.py task=fmnist_rot90
+    python scripts/prefetch.py task=cnn_cifar10_rot90 backbone=tv_alexnet
+    python scripts/prefetch.py task=nlg_race_respect
     python scripts/prefetch.py --dry-run task=clip_rot90      # print what and where, fetch nothing
 
 Arguments are the same Hydra overrides as ``run.py`` (the config is composed the same way).
 Already present files are kept. CLIP weights go through open_clip's own downloader into
-``<cache_dir>/open_clip``; CIFAR into ``<cache_dir>/data`` (torchvision); ImageNet-V2's tarball is
-extracted into ``<cache_dir>/data``; Fashion-MNIST into ``<cache_dir>/FashionMNIST``.
+``<cache_dir>/open_clip``; CIFAR into ``<cache_dir>/data`` (torchvision; ``task.data.root`` for
+the CNN task when set); ImageNet-V2's tarball is extracted into ``<cache_dir>/data``;
+Fashion-MNIST into ``<cache_dir>/FashionMNIST``; torchvision's ImageNet weights through torch.hub
+into ``<cache_dir>/torch/hub/checkpoints``; GPT-2 and the regard classifier through transformers'
+``from_pretrained(..., cache_dir=<cache_dir>/huggingface)``.
 """
 
 from __future__ import annotations
@@ -94,6 +99,76 @@ def fashion_mnist(cache_dir: Path) -> Fetch:
                  cache_dir / "FashionMNIST", run)
 
 
+def torchvision_weights(arch: str, cache_dir: Path) -> Fetch:
+    """ImageNet weights via torch.hub into the folder the image family reads them from."""
+    from experiments.image_classification.resources import TORCHVISION_WEIGHTS, weights_path
+
+    w, target = TORCHVISION_WEIGHTS[arch], weights_path(arch, cache_dir)
+
+    def run() -> object:
+        from torch.hub import load_state_dict_from_url
+
+        load_state_dict_from_url(w.url, model_dir=str(target.parent), check_hash=True,
+                                 weights_only=True)
+        return target
+
+    return Fetch(f"torchvision weights {w.name}", w.url, target, run)
+
+
+def cifar10(root: Path) -> Fetch:
+    from equiv.data.cifar import download_cifar
+
+    return Fetch("cifar10 (train and test)", "torchvision download", root,
+                 lambda: download_cifar("cifar10", root))
+
+
+def hf_model(what: str, name: str, classes: Sequence[str], cache_dir: Path) -> Fetch:
+    """A Hugging Face model (and tokenizer) into the cache the NLG family loads it from."""
+    from equiv.backbones.gpt2 import hf_cache_dir
+
+    target = hf_cache_dir(cache_dir)
+
+    def run() -> object:
+        import transformers
+
+        for cls in classes:
+            getattr(transformers, cls).from_pretrained(name, cache_dir=target)
+        return target / ("models--" + name.replace("/", "--"))
+
+    return Fetch(f"{what} {name!r}", f"https://huggingface.co/{name}", target, run)
+
+
+def nlg_models(cfg: DictConfig, cache_dir: Path) -> list[Fetch]:
+    """GPT-2 (weights and tokenizer) and the regard classifier when the task scores with it."""
+    task, backbone, method = cfg.task, cfg.backbone, cfg.method
+    fetches = []
+    if backbone.get("pretrained"):
+        name = backbone.get("model_name") or backbone.get("model")
+        fetches.append(hf_model("GPT-2 weights and tokenizer", name,
+                                ("AutoTokenizer", "GPT2LMHeadModel"), cache_dir))
+    if task.get("scorer") == "regard" or (method.name == "equizero"
+                                          and method.get("proxy") == "regard"):
+        fetches.append(hf_model("regard classifier", task.regard_model,
+                                ("AutoTokenizer", "AutoModelForSequenceClassification"),
+                                cache_dir))
+    return fetches
+
+
+def image_classification(cfg: DictConfig, cache_dir: Path) -> list[Fetch]:
+    from equiv.data.cifar import cifar_root
+    from experiments.image_classification import IMAGENET_BACKBONES
+
+    task, backbone = cfg.task, cfg.backbone
+    fetches = []
+    if backbone.name in IMAGENET_BACKBONES and backbone.get("pretrained"):
+        fetches.append(torchvision_weights(backbone.arch, cache_dir))
+    if task.get("dataset") == "cifar10":
+        fetches.append(cifar10(cifar_root(cache_dir, task.data.get("root"))))
+    if task.get("dataset") in ("fashion_mnist", "fmnist") or task.name.startswith("fmnist"):
+        fetches.append(fashion_mnist(cache_dir))
+    return fetches
+
+
 def plan(cfg: DictConfig) -> list[Fetch]:
     """Everything the composed task needs that can be downloaded."""
     cache_dir = Path(cfg.cache_dir)
@@ -103,8 +178,10 @@ def plan(cfg: DictConfig) -> list[Fetch]:
         if backbone.get("pretrained") and backbone.get("tag"):
             fetches.append(clip_weights(backbone.arch, backbone.tag, cache_dir))
         fetches.append(clip_dataset(task.dataset, cache_dir))
-    elif task.get("dataset") in ("fashion_mnist", "fmnist") or task.name.startswith("fmnist"):
-        fetches.append(fashion_mnist(cache_dir))
+    elif task.family == "image_classification":
+        fetches += image_classification(cfg, cache_dir)
+    elif task.family == "nlg":
+        fetches += nlg_models(cfg, cache_dir)
     return [f for f in fetches if f is not None]
 
 

@@ -1,10 +1,14 @@
-"""Image classification family: config checks here (cheap), the protocol in ``protocol.py``."""
+"""Image classification family: config checks here (cheap), the protocol in ``protocol.py``.
+
+Two kinds of backbone: small CNNs the suite pretrains itself on upright images (digits,
+Fashion-MNIST), and torchvision's ImageNet CNNs (CIFAR-10), which get a new head instead.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from equiv.config import ConfigError, one_of
 from equiv.method_options import LAMBDA_INPUTS, NORMALIZATIONS, SURROGATES, VECTOR_PROXIES
@@ -12,18 +16,34 @@ from equiv.method_options import LAMBDA_INPUTS, NORMALIZATIONS, SURROGATES, VECT
 if TYPE_CHECKING:
     from equiv.experiment import Outcome, RunContext
 
-DATASETS = ("digits", "fashion_mnist")
-BACKBONES = ("small_cnn", "small_resnet")
+DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic")
+RGB_DATASETS = ("cifar10", "synthetic")
+SELF_PRETRAINED = ("small_cnn", "small_resnet")           # pretrained upright by the suite
+IMAGENET_BACKBONES = ("tv_resnet18", "tv_alexnet")        # torchvision ImageNet weights
+BACKBONES = SELF_PRETRAINED + IMAGENET_BACKBONES
 IMAGE_GROUPS = ("rot90", "rot180", "hflip", "d4", "trivial")
 TRANSFORM_MODES = ("per_example", "per_batch")
+HEADS = ("replace", "authors")
+OPTIMIZERS = ("adam", "sgd")
+MIN_INPUT_SIZE = {"resnet18": 1, "alexnet": 63}           # as equiv.backbones.torchvision_cnn
+
+
+def _count(value: object, key: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+
+
+def _flag(value: object, key: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false")
 
 
 def validate(cfg: DictConfig) -> None:
     """Everything that can be checked before loading torch, data or models."""
-    task, method = cfg.task, cfg.method
+    task, method, backbone = cfg.task, cfg.method, cfg.backbone
     one_of(task.dataset, DATASETS, "task.dataset")
-    if cfg.backbone.name not in BACKBONES:
-        raise ConfigError(f"backbone {cfg.backbone.name!r} does not fit task {task.name}; valid "
+    if backbone.name not in BACKBONES:
+        raise ConfigError(f"backbone {backbone.name!r} does not fit task {task.name}; valid "
                           f"backbones: {', '.join(BACKBONES)}")
     one_of(task.transform, IMAGE_GROUPS, "task.transform")
     one_of(task.eval.transform_mode, TRANSFORM_MODES, "task.eval.transform_mode")
@@ -37,10 +57,65 @@ def validate(cfg: DictConfig) -> None:
         size = task.data.get(key)
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
             raise ConfigError(f"task.data.{key}={size!r} must be a positive integer or null")
-    if task.dataset == "fashion_mnist":       # last: the other mistakes are cheaper to report
+    one_of(task.finetune.get("optimizer", "adam"), OPTIMIZERS, "task.finetune.optimizer")
+    momentum = task.finetune.get("momentum", 0.0)
+    if isinstance(momentum, bool) or not isinstance(momentum, int | float) or momentum < 0:
+        raise ConfigError(f"task.finetune.momentum={momentum!r} must be a number >= 0")
+    one_of(task.get("head", "replace"), HEADS, "task.head")
+    for key in ("paper_code_compat", "train_backbone"):
+        if key in task:
+            _flag(task[key], f"task.{key}")
+    if task.dataset == "synthetic":
+        for key in ("train", "test", "classes"):
+            _count(OmegaConf.select(task, f"data.synthetic.{key}"), f"task.data.synthetic.{key}")
+    if backbone.name in IMAGENET_BACKBONES:
+        _validate_imagenet_backbone(cfg)
+    elif "pretrain" not in task:
+        raise ConfigError(f"backbone {backbone.name} is pretrained by the suite on upright images "
+                          f"and task {task.name} has no task.pretrain; valid backbones: "
+                          f"{', '.join(IMAGENET_BACKBONES)}")
+    check_resources(cfg)                  # last: the other mistakes are cheaper to report
+
+
+def _validate_imagenet_backbone(cfg: DictConfig) -> None:
+    from experiments.image_classification.resources import TORCHVISION_WEIGHTS
+
+    task, backbone = cfg.task, cfg.backbone
+    if task.dataset not in RGB_DATASETS:
+        raise ConfigError(f"backbone {backbone.name} needs RGB images; valid task.dataset: "
+                          f"{', '.join(RGB_DATASETS)}")
+    one_of(backbone.arch, tuple(TORCHVISION_WEIGHTS), "backbone.arch")
+    one_of(backbone.weights, (TORCHVISION_WEIGHTS[backbone.arch].tag,), "backbone.weights")
+    _flag(backbone.pretrained, "backbone.pretrained")
+    _count(backbone.input_size, "backbone.input_size", MIN_INPUT_SIZE[backbone.arch])
+
+
+def check_resources(cfg: DictConfig) -> None:
+    """Data and weights on disk (``MissingResourceError`` naming the fetch command)."""
+    task, backbone = cfg.task, cfg.backbone
+    if task.dataset == "fashion_mnist":
         from equiv.data.fashion_mnist import locate
 
         locate(task.data.get("root"), cfg.cache_dir)
+    if backbone.name in IMAGENET_BACKBONES and backbone.pretrained:
+        from experiments.image_classification.resources import require_weights
+
+        require_weights(backbone.arch, cfg.cache_dir, fetch_command(cfg))
+    if task.dataset == "cifar10":
+        from equiv.data.cifar import cifar_root, require_cifar
+
+        require_cifar("cifar10", cifar_root(cfg.cache_dir, task.data.get("root")),
+                      fetch_command(cfg))
+
+
+def fetch_command(cfg: DictConfig) -> str:
+    """The ``scripts/prefetch.py`` command that fetches everything this run needs."""
+    from experiments.image_classification.resources import prefetch_command
+
+    b = cfg.backbone
+    weights = b.name in IMAGENET_BACKBONES and b.pretrained
+    return prefetch_command(cfg.task.name, b.name if weights else None, cfg.cache_dir,
+                            cfg.task.data.get("root"))
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:

@@ -1,12 +1,17 @@
-"""Image classification under test-time rotations/mirrors: pretrain upright, transfer by
+"""Image classification under test-time rotations/mirrors: transfer a pretrained CNN by
 symmetrizing.
 
 Protocol (digits, Fashion-MNIST): a small CNN or a ResNet-18-shaped residual CNN is pretrained
-on upright training images and cached; every test image is transformed by its own seeded random
-element of the task's transformation group; each method is evaluated zero-shot, then finetuned
-on randomly transformed training images with the test accuracy logged along the way.
-λ-equitune first trains its λ-network alone on cached frozen features (the paper's
-"prefinetuning"), then the backbone (λ frozen or not).
+on upright training images and cached. CIFAR-10: torchvision's ImageNet ResNet-18 or AlexNet
+gets a new 10-class head instead (no upright stage). Every test image is transformed by its own
+seeded random element of the task's transformation group; each method is evaluated zero-shot,
+then finetuned on randomly transformed training images with the test accuracy logged along the
+way (every module in eval mode when evaluating). λ-equitune can first train its λ-network alone
+on cached frozen features (the paper's "prefinetuning"), then the backbone (λ frozen or not).
+
+``task.paper_code_compat`` (CIFAR-10) switches to the authors' CNN code: their per-channel head
+on a frozen backbone (only the head and λ learn) and softmax-normalised λ. Their evaluation on
+the *training* split and their BatchNorm left in training mode are bugs, not options.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
 
 from equiv.backbones import SmallCNN, SmallResNet
+from equiv.backbones.torchvision_cnn import TorchvisionCNN
+from equiv.data.cifar import cifar_root, load_cifar10_split, synthetic_split
 from equiv.data.digits import ImageSplit, load_digits_split
 from equiv.data.fashion_mnist import load_fashion_mnist_split
 from equiv.experiment import Outcome, RunContext
@@ -34,20 +41,29 @@ from equiv.training import (
     seed_everything,
     train_steps,
 )
+from experiments.image_classification import IMAGENET_BACKBONES, fetch_command
+from experiments.image_classification.resources import TORCHVISION_WEIGHTS, require_weights
 
 # Bump when the image pretraining changes what it produces (2: the model is built after seeding
 # with task.pretrain.seed). Part of the cache key, so stale image backbones are never reused;
 # a family-local version leaves the other families' (long) pretrainings cached.
 IMAGE_PRETRAIN_VERSION = 2
 
-Backbone = SmallCNN | SmallResNet
+Backbone = SmallCNN | SmallResNet | TorchvisionCNN
 
 DATASETS: dict[str, Callable[[DictConfig], ImageSplit]] = {
     "digits": lambda cfg: load_digits_split(cfg.task.data.test_fraction, cfg.task.data.split_seed),
     "fashion_mnist": lambda cfg: load_fashion_mnist_split(
         cfg.task.data.get("root"), cfg.cache_dir, cfg.task.data.get("train_size"),
         cfg.task.data.get("test_size"), cfg.task.data.split_seed),
+    "cifar10": lambda cfg: load_cifar10_split(
+        cifar_root(cfg.cache_dir, cfg.task.data.get("root")), cfg.task.data.get("train_size"),
+        cfg.task.data.get("test_size"), cfg.task.data.split_seed, fetch_command(cfg)),
+    "synthetic": lambda cfg: synthetic_split(**_to_plain(cfg.task.data.synthetic)),
 }
+
+# The authors' CNN code (OFFICIAL_CODE.md §2): head on a frozen backbone, softmax over λ.
+AUTHORS = {"head": "authors", "train_backbone": False, "lambda_normalization": "softmax"}
 
 BACKBONES: dict[str, Callable[[DictConfig, ImageSplit], Backbone]] = {
     "small_cnn": lambda b, split: SmallCNN(
@@ -69,6 +85,46 @@ def _data_key(data: DictConfig) -> dict[str, Any]:
 
 def build_backbone(cfg: DictConfig, split: ImageSplit) -> Backbone:
     return BACKBONES[cfg.backbone.name](cfg.backbone, split)
+
+
+def effective_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The switches in force; ``task.paper_code_compat`` sets all of them to the authors'."""
+    task = cfg.task
+    settings = {"head": task.get("head", "replace"),
+                "train_backbone": bool(task.get("train_backbone", True)),
+                "lambda_normalization": cfg.method.get("normalization")}
+    if task.get("paper_code_compat"):
+        settings.update(AUTHORS)
+    return settings
+
+
+def imagenet_backbone(cfg: DictConfig, split: ImageSplit, settings: dict[str, Any],
+                      ctx: RunContext) -> tuple[TorchvisionCNN, dict[str, Any] | None]:
+    """torchvision CNN with ImageNet weights from ``cache_dir`` (or, explicitly, random) and a
+    new head initialised from the run seed."""
+    b = cfg.backbone
+    checkpoint = require_weights(b.arch, ctx.cache_dir, fetch_command(cfg)) if b.pretrained \
+        else None
+    seed_everything(ctx.seed)
+    model = TorchvisionCNN(b.arch, split.num_classes, head=settings["head"],
+                           input_size=b.input_size, checkpoint=checkpoint,
+                           weights_tag=b.weights, fetch=fetch_command(cfg))
+    info = None if checkpoint is None else {
+        "weights": TORCHVISION_WEIGHTS[b.arch].name, "checkpoint": str(checkpoint)}
+    return model, info
+
+
+def head_parameters(backbone: nn.Module) -> list[nn.Parameter]:
+    """The backbone's classification head: what learns when the rest is frozen."""
+    return list(backbone.classifier.parameters())
+
+
+def make_optimizer(ft: DictConfig) -> Callable[[list[nn.Parameter]], torch.optim.Optimizer]:
+    """Adam (the suite's small tasks) or SGD with momentum (the paper's CNN finetuning)."""
+    if ft.get("optimizer", "adam") == "sgd":
+        return lambda params: torch.optim.SGD(params, lr=ft.lr, momentum=ft.get("momentum", 0.0),
+                                              weight_decay=ft.weight_decay)
+    return lambda params: torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
 
 
 def pretrain_upright(model: Backbone, split: ImageSplit, p: DictConfig,
@@ -123,8 +179,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     out = Outcome()
     split = DATASETS[task.dataset](cfg)
     device = ctx.device
+    settings = effective_settings(cfg)
+    new_head = cfg.backbone.name in IMAGENET_BACKBONES
 
-    if cfg.backbone.pretrained:
+    if new_head:
+        backbone, out.extra["pretrain"] = imagenet_backbone(cfg, split, settings, ctx)
+    elif cfg.backbone.pretrained:
         seed_everything(task.pretrain.seed)        # initial weights depend on the pretrain seed
         backbone = build_backbone(cfg, split)
         key = {"dataset": task.dataset, "data": _data_key(task.data),
@@ -141,13 +201,21 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     backbone.to(device).eval()
 
     ev = task.eval
-    out.metrics["upright_accuracy"] = accuracy(backbone, split.x_test, split.y_test,
-                                               ev.batch_size, device)
+    # A new head knows nothing yet: the backbone's upright accuracy only means something for
+    # the suite's own pretrained backbones.
+    out.metrics["upright_accuracy"] = None if new_head else accuracy(
+        backbone, split.x_test, split.y_test, ev.batch_size, device)
 
     seed_everything(ctx.seed)
     action = make_action(cfg.group.name, **_to_plain(cfg.group.get("kwargs") or {}))
     transform = make_action(task.transform)
-    model = build_method(_to_plain(mcfg), backbone, action, split.image_shape).to(device)
+    method_options = _to_plain(mcfg)
+    if mcfg.name == "lambda_equitune":
+        method_options["normalization"] = settings["lambda_normalization"]
+    model = build_method(method_options, backbone, action, split.image_shape).to(device)
+    out.extra.update({"settings": settings, "evaluated_split": "test",
+                      "test_images": len(split.x_test), "train_images": len(split.x_train),
+                      "steps_per_epoch": max(1, len(split.x_train) // task.finetune.batch_size)})
 
     g_test = transform_elements(len(split.x_test), transform.order, ev.transform_mode,
                                 ev.batch_size, derived_generator(ctx.seed, "test_transform"))
@@ -186,13 +254,18 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     else:       # nothing changed since the zero-shot evaluation (deterministic): reuse it
         record("test_accuracy", 0, zeroshot)
 
-    ft = task.finetune
+    ft, trained = task.finetune, 0
     if ft.steps > 0:
-        params = list(model.backbone.parameters())
+        train_backbone = settings["train_backbone"]
+        params = list(model.backbone.parameters()) if train_backbone \
+            else head_parameters(model.backbone)
         if isinstance(model, LambdaEquitune) and not mcfg.freeze_lambda:
             params += list(model.lambda_net.parameters())
         for p in model.backbone.parameters():
+            p.requires_grad_(train_backbone)
+        for p in params:
             p.requires_grad_(True)
+        trained = sum(p.numel() for p in params)
         gen = derived_generator(ctx.seed, "finetune")
         batches = index_batches(len(split.x_train), ft.batch_size, gen)
 
@@ -201,6 +274,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
             g = torch.randint(transform.order, (len(idx),), generator=gen)
             x = transform.act_in(split.x_train[idx], g).to(device)
             model.train()
+            if not train_backbone:      # frozen: BatchNorm statistics and dropout stay fixed
+                model.backbone.eval()
             return F.cross_entropy(model(x), split.y_train[idx].to(device))
 
         def on_step(step: int) -> None:
@@ -208,7 +283,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
                 evaluate("test_accuracy", step_offset + step)
 
         train_steps(params, loss_at, ft.steps, ft.lr, ft.weight_decay, desc="finetune",
-                    on_step=on_step)
+                    on_step=on_step, make_optimizer=make_optimizer(ft))
         out.metrics["finetuned_accuracy"] = out.curves["test_accuracy"][-1]["value"]
         out.metrics["finetuned_invariance_error"] = invariance_error()
         out.metrics["finetuned_upright_selected"] = upright_selected()
@@ -216,6 +291,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         "backbone": sum(p.numel() for p in model.backbone.parameters()),
         "added": sum(p.numel() for p in model.parameters()) - sum(
             p.numel() for p in model.backbone.parameters()),
+        "finetuned": trained,
     }
     out.summary = summary_lines(out, cfg)
     return out
@@ -270,8 +346,10 @@ def train_lambda_only(model: LambdaEquitune, split: ImageSplit, transform: Group
 
 def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     m = out.metrics
-    lines = [("upright test accuracy (pretrained backbone, no transform)", m["upright_accuracy"]),
-             (f"{cfg.task.transform} test accuracy, zero-shot", m["zeroshot_accuracy"])]
+    lines = [] if m["upright_accuracy"] is None else [
+        ("upright test accuracy (pretrained backbone, no transform)", m["upright_accuracy"])]
+    zeroshot = "zero-shot" if m["upright_accuracy"] is not None else "zero-shot (new head)"
+    lines.append((f"{cfg.task.transform} test accuracy, {zeroshot}", m["zeroshot_accuracy"]))
     if "lambda_phase_accuracy" in m:
         lines.append((f"  after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
                       "frozen)", m["lambda_phase_accuracy"]))
