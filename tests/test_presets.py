@@ -33,7 +33,7 @@ def run_path(cell: dict[str, str]) -> str:
 
 
 def test_there_are_presets_for_the_paper_and_offline_experiments():
-    assert {"scan", "digits", "fmnist", "clip_zeroshot", "clip_finetune"} <= set(PRESETS)
+    assert {"scan", "digits", "fmnist", "clip_zeroshot", "clip_finetune", "cnn_cifar10"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
