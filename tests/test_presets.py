@@ -33,7 +33,8 @@ def run_path(cell: dict[str, str]) -> str:
 
 
 def test_there_are_presets_for_the_paper_and_offline_experiments():
-    assert {"scan", "digits", "fmnist", "clip_zeroshot", "clip_finetune", "cnn_cifar10"} <= set(PRESETS)
+    expected = {"scan", "digits", "fmnist", "clip_zeroshot", "clip_finetune", "cnn_cifar10"}
+    assert expected <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
