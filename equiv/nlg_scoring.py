@@ -90,11 +90,11 @@ class RegardScorer:
 
 
 def make_scorer(name: str, model: str = REGARD_DEFAULT, cache_dir: str | Path = "cache",
-                device: str = "cpu") -> Scorer:
+                device: str = "cpu", batch_size: int = 32) -> Scorer:
     if name == "vader":
         return VaderScorer()
     if name == "regard":
-        return RegardScorer(model, cache_dir, device=device)
+        return RegardScorer(model, cache_dir, batch_size=batch_size, device=device)
     raise ValueError(f"unknown scorer {name!r}; valid: regard, vader")
 
 

@@ -20,7 +20,7 @@ from equiv.data.nlg import (
     vocab_action,
 )
 from equiv.methods import LambdaNet
-from equiv.methods.generation import SymmetrizedLM
+from equiv.methods.generation import SymmetrizedLM, uniform_lambda_net
 from equiv.runner import execute
 from experiments.nlg.protocol import encode_left_padded
 from tests.helpers import compose_config
@@ -69,6 +69,25 @@ def test_next_token_distributions_are_exact_group_transforms(lm, word_set, metho
             assert (pg - act.act_out(p, act.inverse(g))).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize(("word_set", "breaks"), [("race", False), ("race3", True)])
+def test_mapping_views_back_by_g_instead_of_its_inverse_breaks_order_3(lm, word_set, breaks):
+    """The authors' original EquiGPT2 mapped view ``g`` back by ``g``: harmless for a swap,
+    wrong for the 3-cycle. The equivariance check above must catch that mistake."""
+    group = token_cycles(WORD_SETS[word_set](), lm.encode_word, lm.tokenizer.unk_token_id)
+    act = vocab_action(group, lm.vocab_size, word_set)
+
+    def forward_g(y):                                    # the mistake: g instead of g⁻¹
+        return act.rep_out.apply(y, act.stacked_elements(y.shape[0] // act.order, y.device))
+
+    act.act_out_inverse_all = forward_g
+    model = SymmetrizedLM(lm, act, "equitune")
+    ids, mask = batch(lm, word_set)
+    p = model.next_token_logprobs(ids[:1], mask[:1])
+    errors = [(model.next_token_logprobs(act.act_in(ids[:1], g), mask[:1])
+               - act.act_out(p, g)).abs().max().item() for g in act.elements]
+    assert (max(errors) > 1e-3) == breaks
+
+
 def test_vanilla_is_not_fair(lm):
     model = wrap(lm, "race", "vanilla")
     ids, mask = batch(lm, "race")
@@ -113,6 +132,54 @@ def test_cached_batched_decoding_equals_full_prefix_recomputation(lm, method):
     # Top-k sampling: same seed, same tokens with and without the cache.
     runs = [model.generate(ids, mask, top_k=40, stop_ids=stops, use_cache=cache,
                            generator=torch.Generator().manual_seed(7)) for cache in (True, False)]
+    assert torch.equal(runs[0].tokens, runs[1].tokens)
+
+
+def test_relaxed_equizero_general_words_come_from_each_views_own_text(lm):
+    """R-EquizeroGPT2: view ``g`` (text ``(g·x, y^g)``) takes he/she/his/her/him from the
+    plain model on its untransformed text ``(x, g⁻¹·y^g)``, at every step, with the cache."""
+    model = wrap(lm, "race3", "equizero", relaxed=True)
+    plain = wrap(lm, "race3", "vanilla")
+    act, general = model.action, model.general_ids
+    ids, mask = batch(lm, "race3")                       # three prompts of one length
+    recorded, captured = [], {}
+    combine = model.combine_views
+
+    def spy(logits, hidden):
+        recorded.append(combine(logits, hidden))
+        return recorded[-1]
+
+    def scorer(tokens, lengths):
+        captured["tokens"] = tokens
+        return torch.zeros(tokens.shape[0])
+
+    model.combine_views = spy
+    model.generate(ids, mask, max_new_tokens=5, generator=torch.Generator().manual_seed(3),
+                   stop_ids=[-1], scorer=scorer)
+    tokens, elements = captured["tokens"], act.stacked_elements(3, ids.device)
+    views = act.act_in_all(ids)
+    diverged = 0.0
+    for t, logp in enumerate(recorded):
+        view_text = torch.cat([views, tokens[:, :t]], dim=1)
+        own = act.act_in(view_text, act.inverse(elements))          # (x, g⁻¹·y^g_<t)
+        ones = torch.ones_like(view_text)
+        p_view = plain.next_token_logprobs(view_text, ones)
+        p_own = plain.next_token_logprobs(own, ones)
+        expected = p_view.clone()
+        expected[:, general] = p_own[:, general]
+        torch.testing.assert_close(logp, expected.log_softmax(-1), atol=1e-5, rtol=0)
+        identity_view = p_view[:3].repeat(3, 1)                      # (x, y^e_<t): another text
+        diverged = max(diverged, (identity_view[:, general] - p_own[:, general]).abs().max())
+    assert diverged > 1e-3
+
+
+def test_untrained_lambda_equitune_generates_exactly_as_equitune(lm):
+    """The NLG protocol's λ-network is untrained with a zero last layer: uniform λ."""
+    net = uniform_lambda_net(lm.model.config.n_embd).eval()
+    ids, mask = batch(lm, "race3")
+    runs = [wrap(lm, "race3", m, lambda_net=net).generate(
+        ids, mask, generator=torch.Generator().manual_seed(5), stop_ids=[-1])
+        for m in ("equitune", "lambda_equitune")]
     assert torch.equal(runs[0].tokens, runs[1].tokens)
 
 
@@ -164,6 +231,7 @@ def test_incompatible_group_is_a_config_error(tmp_path):
 
 @pytest.mark.parametrize(("task", "method", "extra"), [
     ("nlg_race_respect", "equitune", []),
+    ("nlg_race_respect", "lambda_equitune", ["group=word_swap_race3"]),
     ("nlg_gender_occupation", "equizero", ["task.relaxed=true"]),
 ])
 def test_task_end_to_end_offline_with_vader(task, method, extra, tmp_path):
@@ -189,3 +257,45 @@ def test_task_end_to_end_offline_with_vader(task, method, extra, tmp_path):
     if method == "equizero":
         assert res["model_variant"] == "R-EquizeroGPT2"
         assert all(r["score"] == pytest.approx(max(r["view_scores"]), abs=1e-4) for r in rows)
+
+
+def test_task_is_reproducible_and_writes_samples_atomically_beside_results(tmp_path):
+    def run(seed: int, name: str) -> tuple[str, set[str]]:
+        cfg = compose_config("task=nlg_sexuality_respect", "backbone=tiny_gpt2",
+                             "method=equitune", "task.scorer=vader",
+                             "task.samples_per_prompt=2", f"seed={seed}", tmp=tmp_path)
+        report = execute(cfg, tmp_path / name)
+        files = {p.name for p in report.results_path.parent.iterdir()}
+        return (report.results_path.parent / "samples.jsonl").read_text(), files
+
+    first, files = run(0, "a")
+    assert {"results.json", "samples.jsonl"} <= files
+    assert not [f for f in files if f.endswith(".tmp")]             # no temporary left behind
+    assert run(0, "b")[0] == first                                  # same seed, same samples
+    assert run(1, "c")[0] != first
+
+
+def test_benchmark_loop_is_the_same_model_as_the_batched_generator():
+    """The benchmark's re-implementation of the authors' loop (batch 1, full prefix, one group
+    element at a time) decodes greedily exactly as ``SymmetrizedLM.generate``, also for the
+    3-cycle, and a tiny run of the benchmark reports a ratio for each length."""
+    import argparse
+
+    from scripts.benchmarks import nlg as bench_nlg
+
+    lm, wrapper, action, group, _, _, contexts = bench_nlg.build("tiny", "race3", 1)
+    loop = bench_nlg.loop_group(action, group.cycles, lm.vocab_size)
+    for context in contexts[:3]:
+        t = torch.tensor([context])
+        ours = wrapper.generate(t, torch.ones_like(t), max_new_tokens=8, greedy=True,
+                                stop_ids=[-1]).tokens[0].tolist()
+        assert bench_nlg.authors_loop_generate(lm.model, loop, context, 8, None,
+                                               greedy=True) == ours
+    parser = argparse.ArgumentParser()
+    bench_nlg.add_arguments(parser)
+    args = parser.parse_args(["--nlg-models", "tiny", "--nlg-lengths", "3,4", "--nlg-samples",
+                              "1", "--nlg-loop-sample", "1", "--nlg-repeats", "1",
+                              "--nlg-no-memory"])
+    section = bench_nlg.bench(args)
+    assert [row[1] for row in section.rows] == ["3", "4"]
+    assert "tiny: identical" in section.markdown()

@@ -7,6 +7,7 @@ left-padded batch with a KV cache, returning the last position's logits and hidd
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class CausalLM(nn.Module):
         self.name = name
         self.pretrained = pretrained
         self.eos_id = int(tokenizer.convert_tokens_to_ids(EOS_TOKEN))
+        # transformers 5 renamed ``past_key_values`` to ``cache`` (the old name warns, then goes)
+        params = inspect.signature(type(model.transformer).forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     @property
     def vocab_size(self) -> int:
@@ -69,16 +73,24 @@ class CausalLM(nn.Module):
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         positions = positions[:, -input_ids.shape[1]:]
         out = self.model.transformer(input_ids=input_ids, attention_mask=attention_mask,
-                                     position_ids=positions, past_key_values=past,
-                                     use_cache=use_cache)
+                                     position_ids=positions, use_cache=use_cache,
+                                     **{self._cache_kw: past})
         hidden = out.last_hidden_state[:, -1]
-        return StepOutput(self.model.lm_head(hidden), hidden, out.past_key_values)
+        return StepOutput(self.model.lm_head(hidden), hidden, getattr(out, self._cache_kw))
 
     def encode_word(self, word: str) -> list[int]:
         return list(self.tokenizer.encode(word, add_special_tokens=False))
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def stop_ids(self) -> list[int]:
+        """End-of-text and every token whose text contains a newline (GPT-2 has ``\\n``,
+        ``\\n\\n``, ``\\n\\n\\n``, ...), so generation stops at the first line break
+        however the model spells it."""
+        n = len(self.tokenizer)
+        texts = self.tokenizer.batch_decode([[i] for i in range(n)], skip_special_tokens=False)
+        return [self.eos_id, *(i for i, s in enumerate(texts) if "\n" in s and i != self.eos_id)]
 
 
 def load_gpt2(name: str, cache_dir: str | Path, offline: bool | None = None) -> CausalLM:
@@ -124,12 +136,18 @@ def word_level_tokenizer(words: Iterable[str]):
 
 
 def tiny_gpt2(words: Iterable[str], n_layer: int = 2, n_embd: int = 32, n_head: int = 2,
-              n_positions: int = 64, seed: int = 0) -> CausalLM:
-    """A randomly initialised GPT-2 over a word-level vocabulary (tests and benchmarks only)."""
+              n_positions: int = 64, seed: int = 0, vocab_size: int | None = None) -> CausalLM:
+    """A randomly initialised GPT-2 over a word-level vocabulary (tests and benchmarks only).
+
+    ``vocab_size`` larger than the word list pads the output layer (e.g. to GPT-2's 50,257, so a
+    benchmark pays for the real vocabulary); the extra ids have no text.
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tokenizer = word_level_tokenizer(words)
-    config = GPT2Config(vocab_size=len(tokenizer), n_layer=n_layer, n_embd=n_embd,
+    if vocab_size is not None and vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size={vocab_size} < the {len(tokenizer)} words of the tokenizer")
+    config = GPT2Config(vocab_size=vocab_size or len(tokenizer), n_layer=n_layer, n_embd=n_embd,
                         n_head=n_head, n_positions=n_positions, bos_token_id=0, eos_token_id=0)
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)

@@ -6,16 +6,19 @@ with the KV cache. At every step, with ``logp_g = log p(· | g·x, g·y_<t)``:
 * ``equitune`` (EquiGPT2): ``p_t = (1/|G|) Σ_g g⁻¹·p_g``; ``y_t ~ p_t``; view ``g`` is fed
   ``g·y_t``.
 * ``lambda_equitune``: weights ``λ(h_g)`` from each view's last hidden state, normalised over
-  the group, instead of ``1/|G|``.
+  the group, instead of ``1/|G|``. Nothing here trains λ; the NLG protocol uses
+  ``uniform_lambda_net`` (zero last layer), so there it generates exactly as equitune.
 * ``equizero``: every view samples on its own; at the end a scorer (higher = better, e.g.
   regard or VADER) scores each view's continuation, and the best one, ``y_{g*}``, is mapped back
   as ``g*⁻¹·y_{g*}``.
 * ``vanilla`` is ``equitune`` over the trivial group.
 
 ``relaxed`` (R-EquiGPT2, R-EquizeroGPT2) gives the "general" words (he, she, his, her, him)
-the probability of the untransformed context (the identity view) instead of the group
-combination, then renormalises; for equizero every view takes these words' probabilities from
-the identity view (our reading: the authors published no equizero code).
+the probability of the untransformed text instead of the group combination, then renormalises.
+For equitune that text is the identity view ``(x, y_<t)`` (as the authors' R-EquiGPT2). For
+equizero each view ``g`` has its own continuation, so its untransformed text is
+``g⁻¹·(g·x, y^g_<t) = (x, g⁻¹·y^g_<t)``: these "mirror" rows decode alongside the views in the
+same batch (our reading: the authors published no equizero code).
 
 ``combine='prob'`` averages probabilities (a mixture); ``'logits'`` averages log-probabilities
 (the authors average logits; per-view softmax offsets cancel after renormalisation).
@@ -88,6 +91,15 @@ class SymmetrizedLM(nn.Module):
                              persistent=False)
         self.lambda_net = lambda_net
         self.normalization = normalization
+        # Only the group words move. Read once off ``act_out_inverse_all`` where view g's
+        # logits, mapped back by g⁻¹, take each moved word's column from (``moved_src[g]``), so
+        # a step combines the views without gathering all |G|·B×V entries.
+        vocab = action.rep_out.table.shape[-1]
+        ids = torch.arange(vocab)
+        cols = action.act_out_inverse_all(ids.repeat(action.order, 1))
+        moved = (cols != ids).any(dim=0).nonzero().squeeze(-1)
+        self.register_buffer("moved_ids", moved, persistent=False)
+        self.register_buffer("moved_src", cols[:, moved].contiguous(), persistent=False)
 
     # -- one decoding step -------------------------------------------------------------------
     def _relax(self, logp: Tensor, identity: Tensor) -> Tensor:
@@ -107,29 +119,54 @@ class SymmetrizedLM(nn.Module):
             return normalize_weights(scores, self.normalization)
         return torch.full((order, hidden.shape[0] // order), 1.0 / order, device=hidden.device)
 
+    @property
+    def mirrored(self) -> bool:
+        """Relaxed equizero decodes each view's untransformed text as extra rows."""
+        return (self.method == "equizero" and self.relaxed and self.general_ids.numel() > 0
+                and self.action.order > 1)
+
     def combine_views(self, logits: Tensor, hidden: Tensor) -> Tensor:
         """Next-token log-probabilities: ``[B, V]`` combined, or ``[|G|·B, V]`` per view
-        (equizero)."""
+        (equizero; its mirror rows, if any, are the second half of ``logits``)."""
         logp = logits.float().log_softmax(dim=-1)
-        order = self.action.order
-        batch = logp.shape[0] // order
-        identity = logp[:batch]                          # group-major: g = 0 comes first
         if self.method == "equizero":
-            return self._relax(logp, identity.repeat(order, 1))
-        aligned = self.action.act_out_inverse_all(logp).view(order, batch, -1)
-        w = self.weights(hidden).unsqueeze(-1)
+            if self.mirrored:
+                views, mirrors = logp.chunk(2)
+                return self._relax(views, mirrors)
+            return logp
+        order = self.action.order
+        if order == 1:                                   # vanilla: nothing to combine
+            return logp
+        batch = logp.shape[0] // order
+        views = logp.view(order, batch, -1)              # group-major: g = 0 comes first
+        identity = views[0]
+        w = self.weights(hidden).unsqueeze(-1)           # [|G|, B, 1]
+        # g⁻¹ fixes every column but the group words': combine the views column by column,
+        # then redo the moved columns from where g⁻¹ takes them.
+        moved = views.gather(-1, self.moved_src.unsqueeze(1).expand(order, batch, -1))
         if self.combine == "prob":
-            combined = (aligned + w.log()).logsumexp(dim=0)
+            combined = (views + w.log()).logsumexp(dim=0)
+            combined[:, self.moved_ids] = (moved + w.log()).logsumexp(dim=0)
         else:
-            combined = (w * aligned).sum(dim=0).log_softmax(dim=-1)
+            combined = (w * views).sum(dim=0)
+            combined[:, self.moved_ids] = (w * moved).sum(dim=0)
+            combined = combined.log_softmax(dim=-1)
         return self._relax(combined, identity)
+
+    def _rows(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The group-major views ``g·x`` (then, for relaxed equizero, their mirrors ``x``) and
+        the attention mask of every row."""
+        rows = self.action.act_in_all(input_ids)
+        if self.mirrored:
+            rows = torch.cat([rows, input_ids.repeat(self.action.order, 1)])
+        return rows, attention_mask.long().repeat(rows.shape[0] // input_ids.shape[0], 1)
 
     @torch.no_grad()
     def next_token_logprobs(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """The symmetrized next-token distribution after a (left-padded) context, recomputed
         from the full prefix: ``[B, V]`` (``[|G|·B, V]`` for equizero)."""
-        views = self.action.act_in_all(input_ids)
-        out = self.lm.step(views, attention_mask.repeat(self.action.order, 1), use_cache=False)
+        rows, mask = self._rows(input_ids, attention_mask)
+        out = self.lm.step(rows, mask, use_cache=False)
         return self.combine_views(out.logits, out.hidden)
 
     # -- decoding ----------------------------------------------------------------------------
@@ -149,8 +186,8 @@ class SymmetrizedLM(nn.Module):
             raise ValueError("equizero generation needs a scorer")
         rows = order * batch
         elements = self.action.stacked_elements(batch, input_ids.device)
-        seq = self.action.act_in_all(input_ids)
-        mask = attention_mask.long().repeat(order, 1)
+        back = self.action.inverse(elements)
+        seq, mask = self._rows(input_ids, attention_mask)
         stops = torch.tensor(list(stop_ids) or [self.lm.eos_id], device=input_ids.device)
         n_out = rows if per_view else batch
         done = torch.zeros(n_out, dtype=torch.bool, device=input_ids.device)
@@ -165,9 +202,15 @@ class SymmetrizedLM(nn.Module):
             lengths += (~done & ~torch.isin(y, stops)).long()
             done |= torch.isin(y, stops)
             produced.append(y)
-            feed = y if per_view else self.action.act_in(y.repeat(order), elements)
+            if not per_view:                             # view g reads g·y
+                feed = self.action.act_in(y.repeat(order), elements)
+            elif self.mirrored:                          # its mirror reads g⁻¹·y^g
+                feed = torch.cat([y, self.action.act_in(y, back)])
+            else:
+                feed = y
             fresh = feed.unsqueeze(1)
-            seq = torch.cat([seq, fresh], dim=1)
+            if not use_cache:
+                seq = torch.cat([seq, fresh], dim=1)
             mask = torch.cat([mask, torch.ones_like(fresh)], dim=1)
             if bool(done.all()):
                 break
@@ -178,6 +221,6 @@ class SymmetrizedLM(nn.Module):
         scores = scorer(tokens, lengths).view(order, batch)
         best = scores.argmax(dim=0)                      # first maximum: ties keep the identity
         picked = tokens.view(order, batch, -1)[best, torch.arange(batch)]
-        back = self.action.act_in(picked, self.action.inverse(best))
-        return Generation(back, lengths.view(order, batch)[best, torch.arange(batch)], best,
+        mapped = self.action.act_in(picked, self.action.inverse(best))
+        return Generation(mapped, lengths.view(order, batch)[best, torch.arange(batch)], best,
                           scores)

@@ -112,13 +112,20 @@ def build_wrapper(cfg: DictConfig, lm: CausalLM, group: VocabGroup) -> Symmetriz
 
 
 def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write to a temporary file in the same directory, then rename: a reader (or a crash)
+    sees the old file or the complete new one, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", delete=False, dir=path.parent,
                                      prefix=f".{path.name}.", suffix=".tmp") as tmp:
-        for row in rows:
-            tmp.write(json.dumps(row, ensure_ascii=False) + "\n")
-        tmp.flush()
-        os.fsync(tmp.fileno())
+        try:
+            for row in rows:
+                tmp.write(json.dumps(row, ensure_ascii=False) + "\n")
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
     os.replace(tmp.name, path)
 
 
@@ -127,7 +134,7 @@ def generate_all(cfg: DictConfig, wrapper: SymmetrizedLM, items: list[Prompt], p
     """Continue every prompt ``samples_per_prompt`` times; one decoding batch per chunk."""
     task, lm = cfg.task, wrapper.lm
     rows = [(p, s) for s in range(task.samples_per_prompt) for p in items]
-    stops = [lm.eos_id, *lm.encode_word("\n")]
+    stops = lm.stop_ids()
     gen = torch.Generator(device=ctx.device)      # sampling happens on the model's device
     gen.manual_seed(derived_generator(ctx.seed, "nlg_generate").initial_seed())
     order = wrapper.action.order
@@ -171,11 +178,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     if cfg.method.name != "vanilla":
         check_prompts_move(wrapper.action, lm, items)
 
-    scorer = make_scorer(task.scorer, task.regard_model, ctx.cache_dir, str(ctx.device))
+    scorer = make_scorer(task.scorer, task.regard_model, ctx.cache_dir, str(ctx.device),
+                         task.score_batch_size)
     proxy = None
     if cfg.method.name == "equizero":
         proxy = scorer if cfg.method.proxy == task.scorer else make_scorer(
-            cfg.method.proxy, task.regard_model, ctx.cache_dir, str(ctx.device))
+            cfg.method.proxy, task.regard_model, ctx.cache_dir, str(ctx.device),
+            task.score_batch_size)
 
     torch.manual_seed(ctx.seed)
     samples = generate_all(cfg, wrapper, items, proxy, ctx)

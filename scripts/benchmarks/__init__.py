@@ -7,4 +7,5 @@ Each module defines ``add_arguments(parser)`` (its own ``--<name>-*`` options) a
 MODULES = {
     "images": "scripts.benchmarks.images",
     "scan": "scripts.benchmarks.scan",
+    "nlg": "scripts.benchmarks.nlg",
 }
