@@ -94,8 +94,10 @@ def one_of(value: object, valid: Sequence[str], key: str) -> None:
 
 
 def validate_method_options(method: DictConfig, proxies: Sequence[str], family: str,
-                            lambda_inputs: Sequence[str] = ("features",)) -> None:
-    """The λ-equitune and equizero options a task family accepts (torch-free)."""
+                            lambda_inputs: Sequence[str] = ("features",),
+                            surrogates: Sequence[str] | None = None) -> None:
+    """The λ-equitune and equizero options a task family accepts (torch-free); ``surrogates``
+    defaults to the straight-through ones every family supports."""
     from equiv.method_options import NORMALIZATIONS, SURROGATES
 
     if method.name == "lambda_equitune":
@@ -105,7 +107,8 @@ def validate_method_options(method: DictConfig, proxies: Sequence[str], family: 
                               f"{family}; valid: {', '.join(lambda_inputs)}")
     if method.name == "equizero":
         one_of(method.proxy, proxies, "method.proxy")
-        one_of(method.surrogate, SURROGATES, "method.surrogate")
+        one_of(method.surrogate, SURROGATES if surrogates is None else surrogates,
+               "method.surrogate")
 
 
 def _positive(cfg: DictConfig, path: str, allow_zero: bool = False) -> None:

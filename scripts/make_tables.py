@@ -2,8 +2,9 @@
 
     python scripts/make_tables.py --runs results/runs --out results/tables
 
-Mean ± sample std over seeds; runs with ``pretrained=false`` are excluded. Output is
-deterministic: rerunning on the same runs gives byte-identical files.
+Mean ± sample std over seeds; runs with ``pretrained=false`` are excluded. The DQN tasks share
+one table, ``dqn.md`` (environment × method). Output is deterministic: rerunning on the same
+runs gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ COLUMNS = {
         ("finetuned_accuracy", "finetuned", 3),
         ("finetuned_invariance_error", "max invariance error (finetuned)", None),
     ],
+    "dqn": [
+        ("pretrained_return", "pretrained DQN, its own (restricted) setting", None),
+        ("return_zero_shot", "zero-shot", None),
+        ("return_finetuned", "finetuned", None),
+    ],
     "scan": [
         ("pretrained_val_acc", "pretrained model, val", 3),
         ("val_acc_zero_shot", "zero-shot val", 3),
@@ -35,12 +41,57 @@ COLUMNS = {
 }
 
 
+DQN_NOTE = (
+    " Returns are mean greedy returns over fixed evaluation episodes (the same for every method"
+    " and seed). The pretrained DQN (one cached run per environment) is evaluated in the"
+    " restricted setting it was trained in (Gridworld goals in the top-left 3×3 block, CartPole"
+    " and Acrobot starting on the right); zero-shot and finetuned returns are on the full,"
+    " symmetric distribution (Gridworld goals anywhere, starts on either side).")
+
+
 def cell(row, metric: str, digits: int | None) -> str:
     if f"{metric}_mean" not in row.index or row[f"{metric}_n"] == 0:
         return "—"
     if digits is None:                       # an error magnitude: the worst seed matters
         return f"{row[f'{metric}_mean']:.1e}"
     return mean_std(row[f"{metric}_mean"], row[f"{metric}_std"], int(row[f"{metric}_n"]), digits)
+
+
+DQN_ENVS = ("dqn_gridworld", "dqn_cartpole", "dqn_acrobot")   # table order
+
+
+def return_cell(row, metric: str) -> str:
+    """A return with 3 decimals for small-scale rewards (Gridworld), 1 for CartPole/Acrobot;
+    a value shared by every seed (the one cached pretraining) without its zero std."""
+    if f"{metric}_mean" not in row.index or row[f"{metric}_n"] == 0:
+        return "—"
+    mean, std, n = row[f"{metric}_mean"], row[f"{metric}_std"], int(row[f"{metric}_n"])
+    digits = 3 if abs(mean) < 10 else 1
+    return mean_std(mean, 0.0 if std == 0 else std, 1 if std == 0 else n, digits)
+
+
+def dqn_table(summary, columns) -> tuple[str, list[list[str]]]:
+    """Environment × method: the pretrained DQN's return in its restricted setting, then the
+    wrapped Q-network's zero-shot and finetuned returns on the full distribution."""
+    header = ["env", "backbone", "group", "method", *(t for _, t, _ in columns), "seeds"]
+    order = {task: i for i, task in enumerate(DQN_ENVS)}
+    summary = summary.assign(_env=summary["task"].map(lambda t: order.get(t, len(order))))
+    summary = summary.sort_values(["_env", "task"], kind="stable")
+    rows = []
+    for _, row in summary.iterrows():
+        seeds = max(int(row[f"{m}_n"]) for m, _, _ in columns if f"{m}_n" in row.index)
+        rows.append([row["task"].removeprefix("dqn_"), row["backbone"], row["group"],
+                     row["method"], *(return_cell(row, m) for m, _, _ in columns), str(seeds)])
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(md) + "\n", [header, *rows]
+
+
+def write_table(out: Path, name: str, intro: str, md: str, rows: list[list[str]]) -> None:
+    (out / f"{name}.md").write_text(f"# {name}\n\n{intro}\n\n{md}")
+    with (out / f"{name}.csv").open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    print(f"wrote {out / name}.md and .csv ({len(rows) - 1} rows)")
 
 
 def task_table(summary, columns) -> tuple[str, list[list[str]]]:
@@ -70,18 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     frame = runs_frame(runs)
     families = {r["task"]: r["config"]["task"]["family"] for r in runs}
     args.out.mkdir(parents=True, exist_ok=True)
-    for task in sorted(families):
+    source = args.runs.as_posix()
+    intro = (f"Mean ± sample std over seeds, from `{source}` by "
+             f"`python scripts/make_tables.py --runs {source} --out {args.out.as_posix()}`.")
+    for task in sorted(t for t, family in families.items() if family != "dqn"):
+        if families[task] not in COLUMNS:
+            print(f"skipped {task}: no table layout for task family {families[task]!r}")
+            continue
         columns = COLUMNS[families[task]]
         summary = summarize(frame[frame["task"] == task], [m for m, _, _ in columns])
-        md, rows = task_table(summary, columns)
-        source = args.runs.as_posix()
-        (args.out / f"{task}.md").write_text(
-            f"# {task}\n\nMean ± sample std over seeds, from `{source}` by "
-            f"`python scripts/make_tables.py --runs {source} --out {args.out.as_posix()}`.\n\n"
-            + md)
-        with (args.out / f"{task}.csv").open("w", newline="") as f:
-            csv.writer(f, lineterminator="\n").writerows(rows)
-        print(f"wrote {args.out / task}.md and .csv ({len(rows) - 1} rows)")
+        write_table(args.out, task, intro, *task_table(summary, columns))
+    dqn_tasks = sorted(t for t, family in families.items() if family == "dqn")
+    if dqn_tasks:
+        columns = COLUMNS["dqn"]
+        summary = summarize(frame[frame["task"].isin(dqn_tasks)], [m for m, _, _ in columns])
+        write_table(args.out, "dqn", intro + DQN_NOTE, *dqn_table(summary, columns))
     return 0
 
 

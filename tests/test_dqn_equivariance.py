@@ -90,3 +90,23 @@ def test_equizero_acts_like_the_best_view():
     chosen = views[best, torch.arange(len(obs))]
     expected = action.act_out(chosen, action.inverse(best))
     assert torch.allclose(model(obs), expected)
+
+
+def test_chosen_surrogate_trains_the_selected_view():
+    """``surrogate='chosen'`` (the DQN tasks' equizero): in training mode the output is the
+    equizero output itself, and its gradient is that of the selected view g*⁻¹·Q(g*·s)."""
+    torch.manual_seed(0)
+    qnet, action = SYMMETRIES["grid_rot90"][0](), make_env_action("grid_rot90")
+    model = Equizero(qnet, action, "neg_max_logit", surrogate="chosen").train()
+    obs = SYMMETRIES["grid_rot90"][1](torch.Generator().manual_seed(1), 5)
+    out = model(obs)
+    out.square().sum().backward()
+    got = [p.grad.clone() for p in qnet.parameters()]
+    qnet.zero_grad()
+    best, _ = model.select(obs)
+    views = torch.stack([action.act_out(qnet(action.act_in(obs, g)), action.inverse(g))
+                         for g in action.elements])
+    expected = views[best, torch.arange(len(obs))]
+    assert torch.allclose(out, expected)
+    expected.square().sum().backward()
+    assert all(torch.allclose(a, p.grad) for a, p in zip(got, qnet.parameters(), strict=True))

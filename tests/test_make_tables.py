@@ -1,5 +1,6 @@
 """Tables from synthetic results.json files: means, stds, exclusions, determinism."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -50,3 +51,37 @@ def test_table_content_and_determinism(tmp_path):
 def test_missing_runs_directory_exits_2(tmp_path):
     proc = make_tables(tmp_path / "nope", tmp_path / "tables")
     assert proc.returncode == 2 and "no runs directory" in proc.stderr
+
+
+def dqn_run(root, env, method, seed, zero_shot, finetuned, pretrained_return):
+    data = {"status": "complete", "task": f"dqn_{env}", "method": method,
+            "backbone": "qnet_mlp", "group": f"{env}_reflect", "seed": seed, "pretrained": True,
+            "config": {"task": {"family": "dqn"}},
+            "metrics": {"pretrained_return": pretrained_return, "return_zero_shot": zero_shot,
+                        "return_finetuned": finetuned}}
+    write_results(root / f"dqn_{env}" / method / f"seed={seed}", data)
+
+
+def test_dqn_table_is_one_file_env_by_method(tmp_path):
+    """In-process (no subprocess): environments in protocol order, methods in paper order, the
+    shared pretraining return without a zero std, 1 decimal for large returns, 3 for small."""
+    spec = importlib.util.spec_from_file_location("make_tables", ROOT / "scripts" /
+                                                  "make_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    runs = tmp_path / "runs"
+    for seed, (z, f) in enumerate([(100.0, 400.0), (200.0, 500.0)]):
+        dqn_run(runs, "cartpole", "equizero", seed, z, f, 500.0)
+    dqn_run(runs, "cartpole", "vanilla", 0, 300.0, 350.0, 500.0)
+    dqn_run(runs, "gridworld", "equitune", 0, 0.25, 0.5, 0.9)
+    assert module.main(["--runs", str(runs), "--out", str(tmp_path / "tables")]) == 0
+    md = (tmp_path / "tables" / "dqn.md").read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| env | backbone | group | method | pretrained DQN")
+    assert lines[1] == ("| gridworld | qnet_mlp | gridworld_reflect | equitune | 0.900 | 0.250 | "
+                        "0.500 | 1 |")
+    assert lines[2].startswith("| cartpole | qnet_mlp | cartpole_reflect | vanilla | 500.0 |")
+    assert lines[3] == ("| cartpole | qnet_mlp | cartpole_reflect | equizero | 500.0 | "
+                        "150.0 ± 70.7 | 450.0 ± 70.7 | 2 |")
+    assert not (tmp_path / "tables" / "dqn_cartpole.md").exists()
+    assert (tmp_path / "tables" / "dqn.csv").read_text().count("\n") == 4

@@ -4,7 +4,9 @@ The agent walks on an ``N×N`` grid towards a goal, around ``n_obstacles`` obsta
 are numbered clockwise (0 up, 1 right, 2 down, 3 left) so that rotating the grid permutes them
 cyclically; layouts are drawn uniformly among the solvable ones, so a layout and its rotations
 are equally likely. ``goal_region="quadrant"`` keeps the goal in the top-left quadrant: the
-pretraining setting in which only some orientations of the task occur.
+pretraining setting in which only some orientations of the task occur. For odd ``N`` that
+quadrant includes the middle row and column (``⌈N/2⌉×⌈N/2⌉`` cells), so that its four rotations
+cover the grid: every goal has an orientation seen in pretraining, which is what equizero needs.
 
 No torch here: the environment is usable (and registered) without the 20-second torch import.
 """
@@ -156,7 +158,7 @@ class GridworldEnv(gym.Env):
 
     def _goal_cells(self) -> list[int]:
         """Flat indices of the cells the goal may occupy."""
-        n, half = self.size, self.size // 2
+        n, half = self.size, (self.size + 1) // 2
         if self.goal_region == "any":
             return list(range(n * n))
         return [r * n + c for r in range(half) for c in range(half)]

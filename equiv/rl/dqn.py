@@ -32,11 +32,12 @@ checkpoint — negligible when ``checkpoint_every`` is much longer than an episo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,7 @@ QFunction = Callable[[Tensor], Tensor]
 EvalCallback = Callable[[int, float, list[float]], None]
 CheckpointCallback = Callable[[dict[str, Any]], None]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class DQNConfig:
     eval_episodes: int = 10
     eval_seed: int = 1_000_000          # episodes use seeds eval_seed + j, the same every run
     eval_at_start: bool = True          # evaluate at step 0: the zero-shot return
+    keep_best: bool = False             # end with the weights of the best evaluation
     checkpoint_every: int | None = None
 
     def __post_init__(self) -> None:
@@ -143,20 +145,43 @@ def _crossed(before: int, after: int, period: int) -> int:
     return max(0, after // period - before // period)
 
 
-class _EvalMode:
-    """Put a module (if ``fn`` is one) in eval mode for a block, restoring its mode after."""
+class _Modes:
+    """``module.train(flag)`` without its recursive walk, for a module switched every step.
+
+    Acting (eval) and the TD loss (train) alternate at every vector step; ``nn.Module.train``
+    walks the tree through ``children()`` and ``__setattr__`` each time, which costs as much as
+    a small Q-network's forward. The submodules are listed once and their ``training`` flags set
+    directly. A tree in which some class overrides ``train`` falls back to ``module.train``.
+    Non-modules (plain Q-functions) have no mode.
+    """
 
     def __init__(self, fn: Any) -> None:
         self.module = fn if isinstance(fn, nn.Module) else None
+        self.tree = list(self.module.modules()) if self.module is not None else []
+        self.plain = all(type(m).train is nn.Module.train for m in self.tree)
 
-    def __enter__(self) -> None:
-        if self.module is not None:
-            self.was_training = self.module.training
-            self.module.eval()
+    def set(self, training: bool) -> None:
+        if self.module is None:
+            return
+        if not self.plain:
+            self.module.train(training)
+            return
+        for m in self.tree:
+            object.__setattr__(m, "training", training)
 
-    def __exit__(self, *exc: object) -> None:
-        if self.module is not None:
-            self.module.train(self.was_training)
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode for a block, the former mode restored after it."""
+        was_training = self.module is not None and self.module.training
+        self.set(False)
+        try:
+            yield
+        finally:
+            self.set(was_training)
+
+
+def _eval_mode(fn: Any) -> contextlib.AbstractContextManager[None]:
+    return _Modes(fn).evaluating()
 
 
 @torch.no_grad()
@@ -179,7 +204,7 @@ def evaluate(q_fn: QFunction, make_env: EnvFactory, seeds: Sequence[int], *,
         returns = np.zeros(len(seeds))
         done = np.zeros(len(seeds), dtype=bool)
         obs, _ = envs.reset(seed=[int(s) for s in seeds])
-        with _EvalMode(q_fn):
+        with _eval_mode(q_fn):
             for _ in range(max_steps):
                 actions = q_fn(_as_obs(obs, device)).argmax(dim=1).cpu().numpy() + start
                 obs, rewards, terminated, truncated, _ = envs.step(actions)
@@ -193,19 +218,21 @@ def evaluate(q_fn: QFunction, make_env: EnvFactory, seeds: Sequence[int], *,
 
 
 def td_loss(q_net: nn.Module, target_net: nn.Module, batch: Transitions, gamma: float, *,
-            huber_delta: float = 1.0, double_dqn: bool = False) -> Tensor:
+            huber_delta: float = 1.0, double_dqn: bool = False,
+            modes: _Modes | None = None) -> Tensor:
     """Huber loss between ``Q(s, a)`` and ``r + γ (1 − terminated) V'(s')``.
 
     ``V'(s') = max_a Q_target(s', a)`` (DQN), or ``Q_target(s', argmax_a Q(s', a))`` with
     ``double_dqn`` (the online argmax taken in eval mode: it is the greedy policy's choice).
     Truncation is not termination: truncated transitions are stored with ``terminated=False``
-    and bootstrap. ``q_net``'s mode is the caller's (the trainer uses ``train()``).
+    and bootstrap. ``q_net``'s mode is the caller's (the trainer uses ``train()``); ``modes``
+    is the trainer's cached mode switch of ``q_net``.
     """
     q = q_net(batch.obs).gather(1, batch.actions[:, None]).squeeze(1)
     with torch.no_grad():
         next_q = target_net(batch.next_obs)
         if double_dqn:
-            with _EvalMode(q_net):
+            with _eval_mode(q_net) if modes is None else modes.evaluating():
                 best = q_net(batch.next_obs).argmax(dim=1)
             next_v = next_q.gather(1, best[:, None]).squeeze(1)
         else:
@@ -263,14 +290,21 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
     with ``seed + i``. Runs on ``q_net``'s device (the replay buffer too). ``q_net`` is given
     back in the mode it came in.
 
+    With ``cfg.keep_best``, ``q_net`` ends with the weights of its best evaluation (the latest
+    among equal means) instead of its last ones: DQN's greedy return swings from one
+    evaluation to the next, and a pretrained model should be its best policy, chosen on the
+    pretraining distribution's own evaluation episodes.
+
     Returns ``curve`` (``[{"step", "value"}]``, mean greedy eval return), ``final_return``,
-    ``final_returns`` (per eval seed), ``train_episodes`` (``[{"step", "value"}]``, undiscounted
+    ``final_returns`` (per eval seed; both of the last evaluation), ``best_return`` and
+    ``best_step`` (the best evaluation), ``train_episodes`` (``[{"step", "value"}]``, undiscounted
     training-episode returns, ε-greedy), ``env_steps``, ``updates``, ``steps_per_second``
     (training env steps per second of wall time outside evaluation, this session).
     """
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     was_training = q_net.training
+    modes = _Modes(q_net)
     device = _device_of(q_net)
     trained = _select_params(q_net, params)
     torch.manual_seed(seed)
@@ -292,6 +326,7 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
         curve: list[dict[str, float]] = []
         train_episodes: list[dict[str, float]] = []
         last_returns: list[float] = []
+        best: dict[str, Any] = {"step": -1, "value": -math.inf, "state": None}
         if resume_from is not None:
             _check_compatible(resume_from, cfg, seed)
             q_net.load_state_dict(resume_from["online"])
@@ -304,11 +339,15 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
             curve = copy.deepcopy(list(resume_from["curve"]))
             train_episodes = copy.deepcopy(list(resume_from["train_episodes"]))
             last_returns = list(resume_from["last_returns"])
+            best = dict(resume_from["best"])
 
         def run_eval() -> None:
             nonlocal last_returns
             mean, last_returns = evaluate(q_net, make_env, cfg.eval_seeds())
             curve.append({"step": step, "value": mean})
+            if mean >= best["value"]:
+                best.update(step=step, value=mean, state=copy.deepcopy(q_net.state_dict())
+                            if cfg.keep_best else None)
             if on_eval is not None:
                 on_eval(step, mean, last_returns)
 
@@ -321,7 +360,8 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
         autoresetting = np.zeros(cfg.num_envs, dtype=bool)   # next step() is a reset, not a move
         session_steps, pause, started = 0, 0.0, time.perf_counter()
         while step < cfg.total_steps:
-            actions = _act(q_net, _as_obs(obs, device), cfg.epsilon(step), gen, n_actions)
+            actions = _act(q_net, modes, _as_obs(obs, device), cfg.epsilon(step), gen,
+                           n_actions)
             next_obs, rewards, terminated, truncated, _ = envs.step(actions.numpy() + start)
             real = ~autoresetting
             if real.any():
@@ -338,8 +378,8 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
 
             update_from = max(before, cfg.learning_starts - 1)
             for _ in range(cfg.gradient_steps * _crossed(update_from, step, cfg.train_frequency)):
-                _update(q_net, target, optimizer, trained, buffer.sample(cfg.batch_size, gen),
-                        cfg, updates)
+                _update(q_net, modes, target, optimizer, trained,
+                        buffer.sample(cfg.batch_size, gen), cfg, updates)
                 updates += 1
             for _ in range(_crossed(update_from, step, cfg.target_update_period)):
                 _update_target(target, q_net, cfg.tau)
@@ -356,12 +396,14 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
                 if on_checkpoint is not None:
                     on_checkpoint(_snapshot(
                         cfg, seed, step, updates, segment, q_net, target, optimizer, buffer,
-                        gen, curve, train_episodes, last_returns))
+                        gen, curve, train_episodes, last_returns, best))
             pause += time.perf_counter() - paused
 
         train_time = time.perf_counter() - started - pause
         if not curve or curve[-1]["step"] != step:
             run_eval()
+        if cfg.keep_best:
+            q_net.load_state_dict(best["state"])
     finally:
         envs.close()
         q_net.train(was_training)
@@ -369,6 +411,8 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
         "curve": curve,
         "final_return": curve[-1]["value"],
         "final_returns": last_returns,
+        "best_return": best["value"],
+        "best_step": best["step"],
         "train_episodes": train_episodes,
         "env_steps": step,
         "updates": updates,
@@ -377,7 +421,7 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
 
 
 @torch.no_grad()
-def _act(q_net: nn.Module, obs: Tensor, epsilon: float, gen: torch.Generator,
+def _act(q_net: nn.Module, modes: _Modes, obs: Tensor, epsilon: float, gen: torch.Generator,
          n_actions: int) -> Tensor:
     """ε-greedy actions ``[num_envs]`` (CPU, 0-based). The generator is consumed the same way
     whatever ε is, and the greedy forward (eval mode) draws nothing, so the random stream
@@ -387,18 +431,19 @@ def _act(q_net: nn.Module, obs: Tensor, epsilon: float, gen: torch.Generator,
     random_actions = torch.randint(n_actions, (n,), generator=gen)
     if bool(explore.all()):
         return random_actions
-    with _EvalMode(q_net):
+    with modes.evaluating():
         greedy = q_net(obs).argmax(dim=1).cpu()
     return torch.where(explore, random_actions, greedy)
 
 
-def _update(q_net: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer,
-            params: list[nn.Parameter], batch: Transitions, cfg: DQNConfig, index: int) -> None:
+def _update(q_net: nn.Module, modes: _Modes, target: nn.Module,
+            optimizer: torch.optim.Optimizer, params: list[nn.Parameter], batch: Transitions,
+            cfg: DQNConfig, index: int) -> None:
     """One Adam step on the TD loss, online net in train mode. Gradients are taken only for
     ``params`` (``autograd.grad``), so frozen parameters accumulate nothing."""
-    q_net.train()
+    modes.set(True)
     loss = td_loss(q_net, target, batch, cfg.gamma, huber_delta=cfg.huber_delta,
-                   double_dqn=cfg.double_dqn)
+                   double_dqn=cfg.double_dqn, modes=modes)
     check_finite(loss, index)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     for p, g in zip(params, grads, strict=True):
@@ -423,7 +468,7 @@ def _update_target(target: nn.Module, online: nn.Module, tau: float) -> None:
 @torch.no_grad()
 def _check_output(q_net: nn.Module, obs: np.ndarray, device: torch.device,
                   n_actions: int) -> None:
-    with _EvalMode(q_net):
+    with _eval_mode(q_net):
         out = q_net(_as_obs(obs, device))
     if tuple(out.shape) != (obs.shape[0], n_actions):
         raise ValueError(f"q_net maps a batch of {obs.shape[0]} observations to shape "
@@ -433,8 +478,8 @@ def _check_output(q_net: nn.Module, obs: np.ndarray, device: torch.device,
 def _snapshot(cfg: DQNConfig, seed: int, step: int, updates: int, segment: int,
               q_net: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer,
               buffer: ReplayBuffer, gen: torch.Generator, curve: list[dict[str, float]],
-              train_episodes: list[dict[str, float]],
-              last_returns: list[float]) -> dict[str, Any]:
+              train_episodes: list[dict[str, float]], last_returns: list[float],
+              best: dict[str, Any]) -> dict[str, Any]:
     """Everything a resume needs, as copies (the run goes on mutating the originals)."""
     return {
         "version": CHECKPOINT_VERSION,
@@ -453,6 +498,8 @@ def _snapshot(cfg: DQNConfig, seed: int, step: int, updates: int, segment: int,
         "curve": copy.deepcopy(curve),
         "train_episodes": copy.deepcopy(train_episodes),
         "last_returns": list(last_returns),
+        "best": {"step": best["step"], "value": best["value"],
+                 "state": copy.deepcopy(best["state"])},
     }
 
 

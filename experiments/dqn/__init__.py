@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig
 
 from equiv.config import ConfigError, one_of, validate_method_options
-from equiv.method_options import VECTOR_PROXIES
+from equiv.method_options import SURROGATES, VECTOR_PROXIES
 
 if TYPE_CHECKING:
     from equiv.experiment import Outcome, RunContext
@@ -18,9 +18,17 @@ BACKBONES = {"gridworld": ("qnet_cnn", "qnet_tiny_cnn"), "cartpole": ("qnet_mlp"
              "acrobot": ("qnet_mlp", "qnet_tiny_mlp")}
 DQN_INTS = ("total_steps", "num_envs", "buffer_size", "batch_size", "train_frequency",
             "gradient_steps", "target_update_period", "eval_every", "eval_episodes")
+# ``equiv.rl.DQNConfig``'s fields (a test keeps them equal), known here without importing torch.
+DQN_KEYS = frozenset({*DQN_INTS, "gamma", "lr", "learning_starts", "tau", "eps_start", "eps_end",
+                      "exploration_fraction", "huber_delta", "max_grad_norm", "double_dqn",
+                      "eval_seed", "eval_at_start", "keep_best", "checkpoint_every"})
 
 
 def _check_dqn(node: DictConfig, path: str) -> None:
+    unknown = sorted(set(node.keys()) - DQN_KEYS)
+    if unknown:
+        raise ConfigError(f"{path} has unknown keys {', '.join(map(str, unknown))}; valid: "
+                          f"{', '.join(sorted(DQN_KEYS))}")
     for key in DQN_INTS:           # absent keys take DQNConfig's defaults
         value = node.get(key)
         if value is None:
@@ -44,7 +52,9 @@ def validate(cfg: DictConfig) -> None:
                           f"backbones: {', '.join(BACKBONES[task.env])}")
     _check_dqn(task.pretrain.dqn, "task.pretrain.dqn")
     _check_dqn(task.finetune.dqn, "task.finetune.dqn")
-    validate_method_options(method, VECTOR_PROXIES, "DQN")
+    validate_method_options(method, VECTOR_PROXIES, "DQN",
+                            surrogates=(*SURROGATES, "chosen"))
+
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     from experiments.dqn.protocol import run as run_protocol

@@ -3,8 +3,9 @@ symmetric one the wrapped Q-networks are evaluated and finetuned on.
 
 - Gridworld: pretraining goals only in the top-left quadrant; evaluation goals anywhere (every
   rotation of a layout equally likely).
-- CartPole / Acrobot: pretraining episodes start tilted (swung) to the right only; evaluation
-  starts on either side with probability 1/2 (``equiv.envs.start_states``).
+- CartPole / Acrobot: pretraining episodes start on the right only (the cart drifting towards the
+  right edge with the pole leaning right; the first link raised to the right); evaluation starts
+  on either side with probability 1/2 (``equiv.envs.start_states`` says why these regions).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import gymnasium as gym
 from equiv.envs import GridworldEnv, make_start_env
 
 ENVIRONMENTS = ("gridworld", "cartpole", "acrobot")
-START_PRESETS = {"cartpole": "cartpole_tilted_right", "acrobot": "acrobot_swung_right"}
+START_PRESETS = {"cartpole": "cartpole_drifting_right", "acrobot": "acrobot_raised_right"}
 
 
 def env_factory(name: str, kwargs: Mapping[str, Any], restricted: bool) -> Callable[[], gym.Env]:

@@ -7,8 +7,9 @@ symmetrizer, evaluated zero-shot and finetuned on the full symmetric distributio
    zero-shot (the curve's step 0), then every ``eval_every`` env steps of DQN finetuning (same
    budget for every method), resumable from ``progress.pt`` in the run directory.
 Equizero keeps the transformed state with the highest max-Q (proxy ``neg_max_logit``) and maps
-its action back by g⁻¹; equitune averages g⁻¹·Q(g·s); λ-equitune weighs the views by λ of the
-backbone features (λ learns during finetuning, jointly with the backbone).
+its action back by g⁻¹, and is finetuned through that view (``task.equizero_surrogate: chosen``);
+equitune averages g⁻¹·Q(g·s); λ-equitune weighs the views by λ of the backbone features (λ
+learns during finetuning, jointly with the backbone).
 """
 
 from __future__ import annotations
@@ -83,13 +84,18 @@ def pretrained_qnet(cfg: DictConfig, ctx: RunContext, out: Outcome) -> nn.Module
         resume, save = _resumable(folder / PROGRESS_FILE, config_hash(key))
         report = train_dqn(model, pretrain_env, dqn, task.pretrain.seed, on_checkpoint=save,
                            resume_from=resume)
-        return {k: report[k] for k in ("final_return", "curve", "env_steps", "updates",
-                                       "steps_per_second")}
+        (folder / PROGRESS_FILE).unlink(missing_ok=True)     # its replay buffer is ~30 MB
+        return {k: report[k] for k in ("final_return", "best_return", "best_step", "curve",
+                                       "env_steps", "updates", "steps_per_second")}
 
     meta, path = cached_pretrain(ctx.cache_dir, f"dqn-{task.env}-{cfg.backbone.name}", key,
                                  qnet, train)
     out.extra["pretrain"] = {**meta, "checkpoint": str(path)}
-    out.metrics["pretrained_return"] = meta["report"]["final_return"]
+    # The reference return in the restricted setting, on the finetuning's evaluation seeds: with
+    # keep_best the cached weights won a selection on pretraining's own episodes, whose return
+    # would overstate them.
+    seeds = DQNConfig(**_plain(task.finetune.dqn)).eval_seeds()
+    out.metrics["pretrained_return"], _ = evaluate(qnet, pretrain_env, seeds)
     return qnet
 
 

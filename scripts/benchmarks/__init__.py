@@ -8,4 +8,5 @@ MODULES = {
     "images": "scripts.benchmarks.images",
     "scan": "scripts.benchmarks.scan",
     "nlg": "scripts.benchmarks.nlg",
+    "dqn": "scripts.benchmarks.dqn",
 }
