@@ -155,8 +155,189 @@ def scan_finetune_curve(runs: list[Run]) -> Figure:
     return fig
 
 
+IMAGE_METHODS = {"vanilla": ("tab:gray", "--"), "equitune": ("tab:orange", ":"),
+                 "lambda_equitune": ("tab:blue", "-"), "equizero": ("tab:green", "-.")}
+IMAGE_TITLES = {"digits_rot90": "Rotated digits (small CNN, C4)",
+                "fmnist_rot90": "Rotated Fashion-MNIST (ResNet-18-shaped small CNN, C4)"}
+
+
+def image_finetune_curve(runs: list[Run]) -> Figure:
+    """Test accuracy on rotated images vs finetuning steps, one line per method (± std)."""
+    runs = [r for r in runs if is_pretrained(r)]
+    duplicates = duplicate_seeds(runs, ("backbone", "method"))
+    if duplicates:
+        raise SkipFigure(f"several runs for one seed ({', '.join(duplicates)}); "
+                         "point --runs at one configuration per backbone and method")
+    stats = curve_stats(runs, "test_accuracy", tuple(IMAGE_METHODS))
+    if stats.empty:
+        raise SkipFigure("no runs with a test_accuracy curve")
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for method, (color, linestyle) in IMAGE_METHODS.items():
+        s = stats[stats["method"] == method]
+        if s.empty:
+            continue
+        n = int(s["n"].max())
+        ax.plot(s["step"], s["mean"], linestyle=linestyle, color=color, linewidth=1.8,
+                marker="o", markersize=3, label=f"{method} ({n} seed{'s' if n != 1 else ''})")
+        if n >= 2:
+            ax.fill_between(s["step"], s["mean"] - s["std"], s["mean"] + s["std"],
+                            color=color, alpha=0.15, linewidth=0)
+    task = runs[0]["task"]
+    ax.set_title(IMAGE_TITLES.get(task, task))
+    ax.set_xlabel("training steps (λ-equitune: its λ phase first, then finetuning)")
+    ax.set_ylabel("test accuracy (each image randomly rotated)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+# Fig. 3 of the paper: regard label shares per model variant and demographic, stacked bottom to
+# top as in the paper (other, positive, neutral, negative), each with the paper's fill.
+NLG_TASKS = tuple(f"nlg_{axis}_{context}" for axis in ("race", "gender", "sexuality")
+                  for context in ("respect", "occupation"))
+NLG_VARIANTS = ("GPT2", "EquiGPT2", "R-EquiGPT2", "LambdaEquiGPT2", "R-LambdaEquiGPT2",
+                "EquizeroGPT2", "R-EquizeroGPT2")
+NLG_SEGMENTS = (  # label, face colour, hatch
+    ("other", "white", ".."), ("positive", "black", ""), ("neutral", "white", "///"),
+    ("negative", "0.6", ""))
+
+
+def regard_shares(runs: list[Run]) -> tuple[dict[str, dict[str, dict[str, float]]],
+                                             dict[str, int]]:
+    """Mean label share per model variant and demographic over seeds, and the seed count per
+    variant. Runs of one variant must cover the same demographics."""
+    sums: dict[str, dict[str, dict[str, float]]] = {}
+    counts: dict[str, int] = {}
+    for run in runs:
+        variant, dists = run.get("model_variant"), run.get("distributions")
+        if not variant or not isinstance(dists, dict) or not dists:
+            continue
+        acc = sums.setdefault(variant, {d: {} for d in dists})
+        if set(acc) != set(dists):
+            raise SkipFigure(f"{variant} runs cover different demographics "
+                             f"({sorted(acc)} vs {sorted(dists)})")
+        for demo, dist in dists.items():
+            for label, _, _ in NLG_SEGMENTS:
+                acc[demo][label] = acc[demo].get(label, 0.0) + float(dist.get(label, 0.0))
+        counts[variant] = counts.get(variant, 0) + 1
+    means = {v: {d: {k: s / counts[v] for k, s in dist.items()} for d, dist in per.items()}
+             for v, per in sums.items()}
+    return means, counts
+
+
+def nlg_regard_bars(runs: list[Run]) -> Figure:
+    """Stacked regard shares per variant × demographic: equal bars within a variant mean a fair
+    model (Equi*/Equizero* by construction), a larger black segment a more favourable one."""
+    runs = [r for r in runs if is_pretrained(r)]
+    scorers = sorted({str(r.get("scorer", "regard")) for r in runs})
+    if len(scorers) > 1:
+        raise SkipFigure(f"runs scored by different scorers ({', '.join(scorers)}); "
+                         "point --runs at one scorer")
+    duplicates = duplicate_seeds([{**r, "model_variant": r.get("model_variant")} for r in runs],
+                                 ("model_variant",))
+    if duplicates:
+        raise SkipFigure(f"several runs for one seed ({', '.join(duplicates)}); "
+                         "point --runs at one configuration per model variant")
+    shares, counts = regard_shares(runs)
+    if not shares:
+        raise SkipFigure("no runs with label distributions")
+    known = {v: i for i, v in enumerate(NLG_VARIANTS)}
+    variants = sorted(shares, key=lambda v: (known.get(v, len(known)), v))
+    demos = list(shares[variants[0]])
+    width, gap = 0.8, 0.8
+    fig = Figure(figsize=(1.0 + 0.55 * len(variants) * len(demos) + 0.4 * len(variants), 4.4))
+    ax = fig.add_subplot()
+    ticks, tick_labels = [], []
+    for i, variant in enumerate(variants):
+        start = i * (len(demos) + gap)
+        for j, demo in enumerate(shares[variant]):
+            x, bottom = start + j, 0.0
+            for label, color, hatch in NLG_SEGMENTS:
+                value = shares[variant][demo].get(label, 0.0)
+                ax.bar(x, value, width, bottom=bottom, color=color, hatch=hatch,
+                       edgecolor="black", linewidth=0.8,
+                       label=label if (i, j) == (0, 0) else None)
+                bottom += value
+            ticks.append(x)
+            tick_labels.append(demo.split(" ")[0])
+        center = start + (len(shares[variant]) - 1) / 2
+        n = counts[variant]
+        ax.annotate(f"{variant}\n({n} seed{'s' if n != 1 else ''})", (center, 0),
+                    xycoords=("data", "axes fraction"), xytext=(0, -30),
+                    textcoords="offset points", ha="center", va="top", fontsize="small")
+    ax.set_xticks(ticks, tick_labels, fontsize="small")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Regard Classifier Scores" if scorers == ["regard"] else
+                  f"label shares ({scorers[0]})")
+    axis, context = str(runs[0]["task"]).split("_")[1:3]
+    ax.set_title(f"{axis.capitalize()}-{context}")
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+# DQN transfer: one figure per environment, greedy return vs finetuning env steps per method.
+DQN_ENVS = ("gridworld", "cartpole", "acrobot")
+DQN_METHODS = {"vanilla": "tab:gray", "equitune": "tab:blue", "lambda_equitune": "tab:green",
+               "equizero": "tab:red"}
+DQN_TITLES = {"dqn_gridworld": "Gridworld 5×5 (pretrained: goals in the top-left 3×3 only)",
+              "dqn_cartpole": "CartPole (pretrained: cart drifting right only)",
+              "dqn_acrobot": "Acrobot (pretrained: first link raised right only)"}
+
+
+def dqn_curve(runs: list[Run]) -> Figure:
+    """Mean greedy return vs finetuning env steps, one line per method (step 0: zero-shot), and
+    the pretrained DQN's return in its own restricted setting for reference."""
+    runs = [r for r in runs if is_pretrained(r)]
+    duplicates = duplicate_seeds(runs, ("backbone", "method"))
+    if duplicates:
+        raise SkipFigure(f"several runs for one seed ({', '.join(duplicates)}); "
+                         "point --runs at one configuration per backbone and method")
+    stats = curve_stats(runs, "return")
+    if stats.empty:
+        raise SkipFigure("no runs with a return curve")
+    backbones = sorted(stats["backbone"].unique().tolist())
+    if len(backbones) > 1:
+        raise SkipFigure(f"runs of several backbones ({', '.join(backbones)}); "
+                         "point --runs at one backbone per task")
+    task = runs[0]["task"]
+    methods = [m for m in DQN_METHODS if m in set(stats["method"])]
+    methods += sorted(set(stats["method"]) - set(methods))
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for i, method in enumerate(methods):
+        s = stats[stats["method"] == method]
+        n = int(s["n"].max())
+        color = DQN_METHODS.get(method, SPARE_COLORS[i % len(SPARE_COLORS)])
+        ax.plot(s["step"], s["mean"], color=color, linewidth=1.8, marker="o", markersize=3,
+                label=f"{method} ({n} seed{'s' if n != 1 else ''})")
+        if n >= 2:
+            ax.fill_between(s["step"], s["mean"] - s["std"], s["mean"] + s["std"],
+                            color=color, alpha=0.15, linewidth=0)
+    pretrained = sorted({r["metrics"]["pretrained_return"] for r in runs
+                         if "pretrained_return" in r.get("metrics", {})})
+    if len(pretrained) == 1:   # one cached pretraining shared by every run
+        ax.axhline(pretrained[0], color="black", linestyle="--", linewidth=1,
+                   label="pretrained DQN in its own (restricted) setting")
+    ax.set_title(DQN_TITLES.get(task, task))
+    ax.set_xlabel("finetuning env steps on the full distribution (0 = zero-shot)")
+    ax.set_ylabel("mean greedy return (fixed evaluation episodes)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = (
     FigureSpec("scan_finetune_curve", "scan_add_jump", scan_finetune_curve),
+    *(FigureSpec(f"{task}_finetune_curve", task, image_finetune_curve) for task in IMAGE_TITLES),
+    *(FigureSpec(f"dqn_{env}", f"dqn_{env}", dqn_curve) for env in DQN_ENVS),
+    *(FigureSpec(f"{task}_regard", task, nlg_regard_bars) for task in NLG_TASKS),
 )
 
 

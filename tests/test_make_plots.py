@@ -86,7 +86,8 @@ def test_main_writes_byte_identical_figures(tmp_path, capsys):
     runs, out = scan_runs(tmp_path / "runs"), tmp_path / "figures"
     assert make_plots.main(["--runs", str(runs), "--out", str(out)]) == 0
     png, pdf = out / f"{NAME}.png", out / f"{NAME}.pdf"
-    assert capsys.readouterr().out.splitlines() == [f"wrote {png} and {pdf}"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if NAME in line] == [f"wrote {png} and {pdf}"]
     first = png.read_bytes(), pdf.read_bytes()
     assert first[0].startswith(b"\x89PNG") and first[1].startswith(b"%PDF")
     assert b"CreationDate" not in first[1]
@@ -101,7 +102,8 @@ def test_missing_task_is_skipped_with_a_note(tmp_path, capsys):
     fake_run(root, "small_cnn", "equizero", 0, [0.5, 0.5, 0.5], task="digits_rot90")
     fake_run(root, "seq2seq_lstm", "equizero", 0, [0.5, 0.5, 0.5], pretrained=False)
     assert make_plots.main(["--runs", str(root), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.splitlines() == [
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if NAME in line] == [
         f"skipped {NAME}: no pretrained runs for task scan_add_jump"]
     assert not (out / f"{NAME}.png").exists() and not (out / f"{NAME}.pdf").exists()
 
@@ -138,3 +140,127 @@ def test_script_imports_no_torch():
         "json"}}
     assert third_party == {"matplotlib", "matplotlib.style", "matplotlib.figure", "pandas",
                            "equiv.aggregate"}
+
+
+def fake_nlg_run(root: Path, variant: str, seed: int, shares: dict[str, list[float]],
+                 task: str = "nlg_race_respect", scorer: str = "regard",
+                 pretrained: bool = True) -> None:
+    """An NLG results.json: ``shares`` maps a demographic to its neg/neu/pos/other shares."""
+    labels = ("negative", "neutral", "positive", "other")
+    dists = {d: dict(zip(labels, v, strict=True)) for d, v in shares.items()}
+    method = {"GPT2": "vanilla", "EquiGPT2": "equitune"}.get(variant.removeprefix("R-"),
+                                                            "equizero")
+    data = {"status": "complete", "task": task, "method": method, "backbone": "gpt2",
+            "group": "word_swap_race", "seed": seed, "pretrained": pretrained,
+            "metrics": {"fairness_gap": 0.0}, "curves": {}, "distributions": dists,
+            "model_variant": variant, "scorer": scorer}
+    write_results(root / task / variant / f"seed={seed}", data)
+
+
+def nlg_runs(root: Path) -> Path:
+    fake_nlg_run(root, "EquizeroGPT2", 0, {"Black person": [0.2, 0.3, 0.5, 0.0],
+                                           "White person": [0.2, 0.3, 0.5, 0.0]})
+    fake_nlg_run(root, "GPT2", 0, {"Black person": [0.5, 0.25, 0.25, 0.0],
+                                   "White person": [0.25, 0.25, 0.5, 0.0]})
+    fake_nlg_run(root, "GPT2", 1, {"Black person": [0.75, 0.25, 0.0, 0.0],
+                                   "White person": [0.25, 0.25, 0.25, 0.25]})
+    fake_nlg_run(root, "R-EquiGPT2", 0, {"Black person": [9, 9, 9, 9], "White person": [9] * 4},
+                 pretrained=False)                                         # excluded
+    return root
+
+
+def test_regard_shares_average_seeds(tmp_path):
+    runs = [r for r in load_runs(nlg_runs(tmp_path)) if r["pretrained"]]
+    shares, counts = make_plots.regard_shares(runs)
+    assert counts == {"EquizeroGPT2": 1, "GPT2": 2}
+    assert shares["GPT2"]["Black person"] == {"other": 0.0, "positive": 0.125, "neutral": 0.25,
+                                              "negative": 0.625}
+    assert shares["GPT2"]["White person"]["other"] == 0.125
+
+
+def test_nlg_regard_figure_is_written_deterministically(tmp_path, capsys):
+    runs, out = nlg_runs(tmp_path / "runs"), tmp_path / "figures"
+    name = "nlg_race_respect_regard"
+    assert make_plots.main(["--runs", str(runs), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"wrote {out / name}.png and {out / name}.pdf" in lines
+    assert "skipped nlg_gender_respect_regard: no pretrained runs for task nlg_gender_respect" \
+        in lines
+    fig = make_plots.nlg_regard_bars(load_runs(runs))
+    ax = fig.axes[0]
+    assert ax.get_title() == "Race-respect"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Black", "White"] * 2
+    notes = [t.get_text().split("\n")[0] for t in ax.texts]
+    assert notes == ["GPT2", "EquizeroGPT2"]                      # the paper's order
+    heights = [round(p.get_height(), 6) for p in ax.patches]      # bottom to top per bar
+    assert heights[:4] == [0.0, 0.125, 0.25, 0.625]               # GPT2 Black: o, p, n, neg
+    first = (out / f"{name}.png").read_bytes()
+    assert make_plots.main(["--runs", str(runs), "--out", str(out)]) == 0
+    assert (out / f"{name}.png").read_bytes() == first
+
+
+def test_nlg_figure_refuses_mixed_scorers(tmp_path):
+    root = nlg_runs(tmp_path / "runs")
+    fake_nlg_run(root / "vader", "EquiGPT2", 0, {"Black person": [0.25] * 4,
+                                                 "White person": [0.25] * 4}, scorer="vader")
+    with pytest.raises(make_plots.SkipFigure, match="different scorers"):
+        make_plots.nlg_regard_bars(load_runs(root))
+
+
+def fake_dqn_run(root: Path, method: str, seed: int, values, env: str = "cartpole",
+                 backbone: str = "qnet_mlp") -> None:
+    """A DQN results.json: ``values`` is the return curve at steps 0 (zero-shot), 1000, 2000."""
+    curve = [{"step": 1000 * i, "value": v} for i, v in enumerate(values)]
+    data = {"status": "complete", "task": f"dqn_{env}", "method": method, "backbone": backbone,
+            "group": f"{env}_reflect", "seed": seed, "pretrained": True,
+            "metrics": {"pretrained_return": 500.0, "return_zero_shot": values[0],
+                        "return_finetuned": values[-1]}, "curves": {"return": curve}}
+    write_results(root / f"dqn_{env}" / method / backbone / f"seed={seed}", data)
+
+
+def test_dqn_learning_curves_one_figure_per_env(tmp_path, capsys):
+    root, out = tmp_path / "runs", tmp_path / "figures"
+    fake_dqn_run(root, "equizero", 0, [400.0, 450.0, 500.0])
+    fake_dqn_run(root, "equizero", 1, [300.0, 350.0, 400.0])
+    fake_dqn_run(root, "vanilla", 0, [200.0, 300.0, 400.0])
+    assert make_plots.main(["--runs", str(root), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"wrote {out / 'dqn_cartpole'}.png and {out / 'dqn_cartpole'}.pdf" in lines
+    assert "skipped dqn_gridworld: no pretrained runs for task dqn_gridworld" in lines
+    fig = make_plots.dqn_curve(load_runs(root))
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["vanilla (1 seed)", "equizero (2 seeds)",
+                      "pretrained DQN in its own (restricted) setting"]
+    assert list(ax.get_lines()[1].get_ydata()) == [350.0, 400.0, 450.0]   # seed mean
+    assert list(ax.get_lines()[2].get_ydata()) == [500.0, 500.0]          # reference line
+    first = (out / "dqn_cartpole.png").read_bytes()
+    assert make_plots.main(["--runs", str(root), "--out", str(out)]) == 0
+    assert (out / "dqn_cartpole.png").read_bytes() == first
+    fake_dqn_run(root, "vanilla", 0, [1.0, 1.0, 1.0], backbone="qnet_tiny_mlp")
+    with pytest.raises(make_plots.SkipFigure, match="several backbones"):
+        make_plots.dqn_curve(load_runs(root))
+
+
+def fake_image_run(root: Path, method: str, seed: int, values, steps=(0, 50, 100),
+                   task: str = "fmnist_rot90") -> None:
+    curve = [{"step": s, "value": v} for s, v in zip(steps, values, strict=True)]
+    write_results(root / task / method / f"seed={seed}", {
+        "status": "complete", "task": task, "method": method, "backbone": "small_resnet",
+        "group": "rot90", "seed": seed, "pretrained": True,
+        "metrics": {"finetuned_accuracy": values[-1]}, "curves": {"test_accuracy": curve}})
+
+
+def test_image_finetune_curve_per_image_task(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed, values in enumerate(([0.25, 0.5, 0.75], [0.75, 0.5, 0.25])):
+        fake_image_run(runs, "equizero", seed, values)
+    fake_image_run(runs, "vanilla", 0, [0.1, 0.2, 0.3])
+    stats = make_plots.curve_stats(load_runs(runs), "test_accuracy", ("equizero", "vanilla"))
+    zero = stats[stats["method"] == "equizero"]
+    assert zero["mean"].tolist() == [0.5, 0.5, 0.5] and zero["n"].tolist() == [2, 2, 2]
+    assert make_plots.main(["--runs", str(runs), "--out", str(tmp_path / "figs")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "fmnist_rot90_finetune_curve.png" in out
+    assert "skipped digits_rot90_finetune_curve" in out
+    assert (tmp_path / "figs" / "fmnist_rot90_finetune_curve.pdf").is_file()
