@@ -87,6 +87,31 @@ def dqn_table(summary, columns) -> tuple[str, list[list[str]]]:
     return "\n".join(md) + "\n", [header, *rows]
 
 
+SCAN_CELLS = ("seq2seq_rnn", "seq2seq_gru", "seq2seq_lstm")         # table order
+SCAN_NOTE = (
+    " Exact-match accuracy. \"finetuned\" is the evaluation with the best validation accuracy"
+    " along finetuning, step 0 included (so it equals zero-shot where finetuning never"
+    " improved validation); each run's `test_acc_last` and curves show the last one. The"
+    " pretrained model is one cached run per split and cell, shared by every method and seed.")
+
+
+def scan_table(summary, columns) -> tuple[str, list[list[str]]]:
+    """Split × cell × method in one table (the paper's SCAN table layout)."""
+    header = ["split", "cell", "group", "method", *(t for _, t, _ in columns), "seeds"]
+    cells = {b: i for i, b in enumerate(SCAN_CELLS)}
+    summary = summary.assign(_cell=summary["backbone"].map(lambda b: cells.get(b, len(cells))))
+    summary = summary.sort_values(["task", "_cell", "backbone"], kind="stable")
+    rows = []
+    for _, row in summary.iterrows():
+        seeds = max(int(row[f"{m}_n"]) for m, _, _ in columns if f"{m}_n" in row.index)
+        rows.append([row["task"].removeprefix("scan_"),
+                     row["backbone"].removeprefix("seq2seq_").upper(), row["group"],
+                     row["method"], *(cell(row, m, d) for m, _, d in columns), str(seeds)])
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(md) + "\n", [header, *rows]
+
+
 def write_table(out: Path, name: str, intro: str, md: str, rows: list[list[str]]) -> None:
     (out / f"{name}.md").write_text(f"# {name}\n\n{intro}\n\n{md}")
     with (out / f"{name}.csv").open("w", newline="") as f:
@@ -124,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     source = args.runs.as_posix()
     intro = (f"Mean ± sample std over seeds, from `{source}` by "
              f"`python scripts/make_tables.py --runs {source} --out {args.out.as_posix()}`.")
-    for task in sorted(t for t, family in families.items() if family != "dqn"):
+    for task in sorted(t for t, family in families.items() if family not in ("dqn", "scan")):
         if families[task] not in COLUMNS:
             print(f"skipped {task}: no table layout for task family {families[task]!r}")
             continue
@@ -136,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         columns = COLUMNS["dqn"]
         summary = summarize(frame[frame["task"].isin(dqn_tasks)], [m for m, _, _ in columns])
         write_table(args.out, "dqn", intro + DQN_NOTE, *dqn_table(summary, columns))
+    scan_tasks = sorted(t for t, family in families.items() if family == "scan")
+    if scan_tasks:
+        columns = COLUMNS["scan"]
+        summary = summarize(frame[frame["task"].isin(scan_tasks)], [m for m, _, _ in columns])
+        write_table(args.out, "scan", intro + SCAN_NOTE, *scan_table(summary, columns))
     return 0
 
 

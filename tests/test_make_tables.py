@@ -85,3 +85,31 @@ def test_dqn_table_is_one_file_env_by_method(tmp_path):
                         "150.0 ± 70.7 | 450.0 ± 70.7 | 2 |")
     assert not (tmp_path / "tables" / "dqn_cartpole.md").exists()
     assert (tmp_path / "tables" / "dqn.csv").read_text().count("\n") == 4
+
+
+def scan_run(root, split, cell, method, seed, zero_shot, finetuned):
+    data = {"status": "complete", "task": f"scan_{split}", "method": method,
+            "backbone": f"seq2seq_{cell}", "group": "scan_verb", "seed": seed,
+            "pretrained": True, "config": {"task": {"family": "scan"}},
+            "metrics": {"test_acc_zero_shot": zero_shot, "test_acc": finetuned}}
+    write_results(root / f"scan_{split}" / method / cell / f"seed={seed}", data)
+
+
+def test_scan_table_is_one_file_split_by_cell_by_method(tmp_path):
+    runs = tmp_path / "runs"
+    scan_run(runs, "around_right", "rnn", "equizero", 0, 0.75, 0.75)
+    for seed, (z, f) in enumerate([(0.5, 0.625), (0.75, 0.875)]):
+        scan_run(runs, "add_jump", "lstm", "equizero", seed, z, f)
+    scan_run(runs, "add_jump", "lstm", "vanilla", 0, 0.0, 0.0)
+    scan_run(runs, "add_jump", "rnn", "equitune", 0, 0.25, 0.5)
+    assert make_tables(runs, tmp_path / "tables").returncode == 0
+    lines = [ln for ln in (tmp_path / "tables" / "scan.md").read_text().splitlines()
+             if ln.startswith("| ")]
+    assert lines[0].startswith("| split | cell | group | method |")
+    cells = [ln.split(" | ")[:4] for ln in lines[1:]]
+    assert cells == [["| add_jump", "RNN", "scan_verb", "equitune"],
+                     ["| add_jump", "LSTM", "scan_verb", "vanilla"],
+                     ["| add_jump", "LSTM", "scan_verb", "equizero"],
+                     ["| around_right", "RNN", "scan_verb", "equizero"]]
+    assert "| 0.625 ± 0.177 | — | 0.750 ± 0.177 |" in lines[3]
+    assert not (tmp_path / "tables" / "scan_add_jump.md").exists()
