@@ -1,6 +1,8 @@
 """The SCAN seq2seq backbone: shapes, padding invariance, step-wise decoding, training works."""
 
 
+import itertools
+
 import pytest
 import torch
 
@@ -194,3 +196,28 @@ def test_learns_copy_task(cell):
         pred = trim_at_eos(model.greedy_decode(src, max_len=8))
     acc = sum(p == s for p, s in zip(pred, seqs, strict=True)) / len(seqs)
     assert acc >= 0.95, acc
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_compacting_decode_equals_the_dense_one(cell):
+    """Without gradient, finished rows leave the batch; tokens and the logits up to each row's
+    EOS must be exactly those of the dense loop (which runs under autograd)."""
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 7, (40,), generator=gen).tolist()
+    src = pad_batch([torch.randint(3, 9, (n,), generator=gen).tolist() for n in lengths])
+    for seed, bias in itertools.product(range(2, 10), torch.linspace(-1, 1, 41).tolist()):
+        model = make_model(cell, seed=seed)            # a model and EOS bias giving rows that
+        with torch.no_grad():                          # finish at several different steps
+            model.out.bias[EOS] += bias
+            ends = {int(r.eq(EOS).int().argmax()) if r.eq(EOS).any() else -1
+                    for r in model.greedy_decode(src, max_len=12)}
+        if len(ends) >= 3:
+            break
+    assert len(ends) >= 3, ends                             # rows finish at several steps
+    dense_toks, dense_logits = model.greedy_decode(src, max_len=12, return_logits=True)
+    with torch.no_grad():
+        toks, logits = model.greedy_decode(src, max_len=12, return_logits=True)
+    assert torch.equal(toks, dense_toks)
+    real = torch.ones_like(toks, dtype=torch.bool)
+    real[:, 1:] = (toks[:, :-1] != EOS) & (toks[:, :-1] != PAD)
+    torch.testing.assert_close(logits[real], dense_logits[real].detach(), atol=1e-6, rtol=0)

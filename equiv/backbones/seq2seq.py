@@ -165,15 +165,49 @@ class Seq2Seq(nn.Module):
                       return_logits: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """Batched greedy decoding: ``[B, L]`` ids without SOS, with EOS then PAD, L ≤ max_len.
 
-        Rows that finished keep being stepped (fed PAD) but their later outputs are PAD; the
-        loop stops once every row has emitted EOS. With ``return_logits`` also returns the
+        The loop stops once every row has emitted EOS. With ``return_logits`` also returns the
         per-step logits ``[B, L, V]``; entries after a row's EOS are meaningless. Gradient and
-        dropout follow the caller's ``torch.no_grad()`` / ``eval()`` settings.
+        dropout follow the caller's ``torch.no_grad()`` / ``eval()`` settings. Without gradient,
+        finished rows are dropped from the batch once they are a quarter of it, so a batch of
+        mixed output lengths costs about the sum of its lengths, not B × the longest.
         """
         state = self.encode(src)
-        b = src.shape[0]
-        prev = torch.full((b,), SOS, dtype=torch.long, device=src.device)
-        done = torch.zeros(b, dtype=torch.bool, device=src.device)
+        b, device = src.shape[0], src.device
+        if torch.is_grad_enabled():
+            return self._greedy_dense(state, b, max_len, return_logits)
+        tokens = torch.full((b, max_len), PAD, dtype=torch.long, device=device)
+        logits_out = (torch.zeros(b, max_len, self.out_vocab, device=device)
+                      if return_logits else None)
+        rows = torch.arange(b, device=device)          # original row of each active row
+        alive = torch.ones(b, dtype=torch.bool, device=device)
+        prev = torch.full((b,), SOS, dtype=torch.long, device=device)
+        steps = 0
+        for t in range(max_len):
+            logits, state = self.decode_step(state, prev)
+            tok = logits.argmax(1).masked_fill(~alive, PAD)
+            tokens[rows, t] = tok
+            if logits_out is not None:
+                logits_out[rows, t] = logits.to(logits_out.dtype)
+            alive = alive & (tok != EOS)
+            steps = t + 1
+            n_alive = int(alive.sum())
+            if n_alive == 0:
+                break
+            prev = tok
+            if n_alive <= 0.75 * len(rows):                 # compact: drop the finished rows
+                keep = alive.nonzero().squeeze(1)
+                state, rows, prev = state.index(keep), rows[keep], prev[keep]
+                alive = torch.ones(len(keep), dtype=torch.bool, device=device)
+        out = tokens[:, :steps]
+        return (out, logits_out[:, :steps]) if logits_out is not None else out
+
+    def _greedy_dense(self, state: DecoderState, b: int, max_len: int,
+                      return_logits: bool) -> Tensor | tuple[Tensor, Tensor]:
+        """Greedy decoding that keeps every row in the batch (finished rows fed PAD): the
+        autograd-friendly path, with no in-place writes into shared buffers."""
+        device = state.h.device
+        prev = torch.full((b,), SOS, dtype=torch.long, device=device)
+        done = torch.zeros(b, dtype=torch.bool, device=device)
         tokens, all_logits = [], []
         for _ in range(max_len):
             logits, state = self.decode_step(state, prev)
@@ -188,8 +222,8 @@ class Seq2Seq(nn.Module):
             out = torch.stack(tokens, 1)
             stacked = torch.stack(all_logits, 1)
         else:
-            out = torch.empty(b, 0, dtype=torch.long, device=src.device)
-            stacked = torch.empty(b, 0, self.out_vocab, device=src.device)
+            out = torch.empty(b, 0, dtype=torch.long, device=device)
+            stacked = torch.empty(b, 0, self.out_vocab, device=device)
         return (out, stacked) if return_logits else out
 
     def train_step_loss(self, src: Tensor, tgt: Tensor, teacher_forcing: float = 0.5,
