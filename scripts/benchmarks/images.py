@@ -18,7 +18,7 @@ from scripts.benchmarks.common import Section, peak_rss_mb, timed
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images-batch", type=int, default=32)
-    parser.add_argument("--images-repeats", type=int, default=5)
+    parser.add_argument("--images-repeats", type=int, default=3)
     parser.add_argument("--images-backbones", default="small_cnn,clip_rn50,clip_vitb32",
                         help="comma-separated: small_cnn, small_resnet, clip_rn50, clip_vitb32")
     parser.add_argument("--images-lambda-epochs", type=int, default=10)
@@ -55,34 +55,35 @@ def build_backbone(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
     return model, (3, size, size)
 
 
-def paired_best(a: Callable[[], object], b: Callable[[], object],
-                repeats: int) -> tuple[float, float]:
-    """Best of at least ``repeats`` (more for fast sides: about 2 s in all) for each side, the
-    sides interleaved so that load on the machine hits both alike."""
-    a(), b()                                           # warm-up (allocator, lazy inits)
-    first = max(timed(a)[0], timed(b)[0])
-    times = [(timed(a)[0], timed(b)[0]) for _ in range(max(repeats, min(200, int(1 / first))))]
-    return min(t[0] for t in times), min(t[1] for t in times)
+def interleaved_best(sides: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Best time of each side over at least ``repeats`` rounds (more for fast sides: about 1 s
+    in all), the sides interleaved within each round so that load on the machine hits all alike.
+    The first round is a warm-up (allocator, lazy initialisation) and also sets the count."""
+    first = max(timed(side)[0] for side in sides)
+    rounds = max(repeats, min(200, int(1 / first)))
+    times = [[timed(side)[0] for side in sides] for _ in range(rounds)]
+    return [min(t[i] for t in times) for i in range(len(sides))]
 
 
 @torch.no_grad()
 def group_rows(name: str, backbone: nn.Module, x: Tensor, group: str,
                repeats: int) -> list[list[str]]:
-    """One backbone × group: the floor, then each wrapper on the untransformed batch."""
+    """One backbone × group: the floor and each wrapper on the untransformed batch."""
     from equiv.groups import make_action
     from equiv.methods import Equitune, Equizero
 
     action = make_action(group)
     views = action.act_in_all(x)                       # the floor's input, made beforehand
+    wrappers = {"equitune": Equitune(backbone, action).eval(),
+                "equizero": Equizero(backbone, action, "entropy").eval()}
+    times = interleaved_best([lambda: backbone(views),
+                              *(lambda m=m: m(x) for m in wrappers.values())], repeats)
     floor_mem = peak_rss_mb(lambda: backbone(views))
     rows = []
-    for label, model in (("equitune", Equitune(backbone, action)),
-                         ("equizero", Equizero(backbone, action, "entropy"))):
-        model.eval()
-        floor, wrapped = paired_best(lambda: backbone(views), lambda m=model: m(x), repeats)
+    for (label, model), wrapped in zip(wrappers.items(), times[1:], strict=True):
         mem = peak_rss_mb(lambda m=model: m(x))
-        rows.append([name, group, label, f"{floor * 1e3:,.1f}", f"{wrapped * 1e3:,.1f}",
-                     f"**{wrapped / floor:.3f}**", f"{floor_mem:,.0f} / {mem:,.0f}"])
+        rows.append([name, group, label, f"{times[0] * 1e3:,.1f}", f"{wrapped * 1e3:,.1f}",
+                     f"**{wrapped / times[0]:.3f}**", f"{floor_mem:,.0f} / {mem:,.0f}"])
     return rows
 
 
@@ -159,7 +160,8 @@ def bench(args: argparse.Namespace) -> Section:
         "Images: symmetrized forward vs one backbone pass over all views; λ phase",
         settings=[f"batch {args.images_batch}, random-init backbones in eval mode, "
                   f"inference (no grad), CPU, {torch.get_num_threads()} thread(s); best of "
-                  f"{args.images_repeats} (more for fast models) interleaved repeats per side",
+                  f"{args.images_repeats} (more for fast models) interleaved rounds after a "
+                  "warm-up",
                   "floor: the backbone on the |G|·B transformed images in one call (the "
                   "transformed batch is made beforehand, so the floor excludes the permutation)",
                   "peak memory: the process's peak resident set (VmHWM, reset before each side)",
