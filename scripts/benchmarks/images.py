@@ -35,7 +35,7 @@ def clip_backbone(arch: str, classes: int = 100) -> tuple[nn.Module, int]:
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else size
     width = model.text_projection.shape[1]
-    head = torch.nn.functional.normalize(torch.randn(classes, width), dim=-1)
+    head = torch.nn.functional.normalize(torch.randn(width, classes), dim=0)   # [D, C] columns
     return ClipClassifier(model.visual, head, 100.0, "logits"), int(size)
 
 
