@@ -289,6 +289,18 @@ DQN_TITLES = {"dqn_gridworld": "Gridworld 5×5 (pretrained: goals in the top-lef
               "dqn_acrobot": "Acrobot (pretrained: first link raised right only)"}
 
 
+def snapped(run: Run, curve: str) -> Run:
+    """``run`` with ``curve``'s steps rounded to its evaluation interval. Vectorised envs advance
+    several steps at a time, so an evaluation "every 4,000 steps" lands at 4,001 in one seed and
+    4,003 in another; aligned, the seeds average at each evaluation instead of being dropped."""
+    finetune = run.get("config", {}).get("task", {}).get("finetune", {}) or {}
+    every = finetune.get("eval_every") or (finetune.get("dqn") or {}).get("eval_every")
+    if not every or curve not in run.get("curves", {}):
+        return run
+    points = [{**p, "step": round(p["step"] / every) * every} for p in run["curves"][curve]]
+    return {**run, "curves": {**run["curves"], curve: points}}
+
+
 def dqn_curve(runs: list[Run]) -> Figure:
     """Mean greedy return vs finetuning env steps, one line per method (step 0: zero-shot), and
     the pretrained DQN's return in its own restricted setting for reference."""
@@ -297,7 +309,7 @@ def dqn_curve(runs: list[Run]) -> Figure:
     if duplicates:
         raise SkipFigure(f"several runs for one seed ({', '.join(duplicates)}); "
                          "point --runs at one configuration per backbone and method")
-    stats = curve_stats(runs, "return")
+    stats = curve_stats([snapped(r, "return") for r in runs], "return")
     if stats.empty:
         raise SkipFigure("no runs with a return curve")
     backbones = sorted(stats["backbone"].unique().tolist())

@@ -264,3 +264,19 @@ def test_image_finetune_curve_per_image_task(tmp_path, capsys):
     assert "wrote" in out and "fmnist_rot90_finetune_curve.png" in out
     assert "skipped digits_rot90_finetune_curve" in out
     assert (tmp_path / "figs" / "fmnist_rot90_finetune_curve.pdf").is_file()
+
+
+def test_dqn_evaluation_steps_are_aligned_across_seeds():
+    """Vectorised envs overshoot an evaluation point by a few steps, differently per seed; the
+    figure snaps them to the run's evaluation interval so that every seed counts."""
+    runs = []
+    for seed, steps in enumerate(((0, 2001, 4003), (0, 2002, 4000))):
+        runs.append({"task": "dqn_cartpole", "method": "equitune", "backbone": "qnet_mlp",
+                     "seed": seed, "pretrained": True,
+                     "config": {"task": {"finetune": {"dqn": {"eval_every": 2000}}}},
+                     "curves": {"return": [{"step": s, "value": 10.0 * (seed + 1)}
+                                           for s in steps]}})
+    stats = make_plots.curve_stats([make_plots.snapped(r, "return") for r in runs], "return")
+    assert stats["step"].tolist() == [0, 2000, 4000] and stats["n"].tolist() == [2, 2, 2]
+    assert stats["mean"].tolist() == [15.0, 15.0, 15.0]
+    assert make_plots.curve_stats(runs, "return")["step"].tolist() == [0]   # unaligned: dropped
