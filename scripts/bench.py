@@ -30,10 +30,11 @@ import torch  # noqa: E402
 from scripts.benchmarks import MODULES  # noqa: E402
 
 
-def header() -> str:
+def header(argv: list[str]) -> str:
+    command = " ".join(["python scripts/bench.py", *argv])
     return "\n".join([
         "# Benchmarks", "",
-        "Written by `python scripts/bench.py`; every ratio is measured in one process, both "
+        f"Written by `{command}`; every ratio is measured in one process, both "
         "sides one after the other.", "",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{platform.platform(terse=True)}",
@@ -48,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks.md")
     for module in modules.values():
         module.add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     sections = [modules[name].bench(args) for name in (args.only or sorted(modules))]
-    text = header() + "\n" + "\n".join(s.markdown() for s in sections)
+    text = header(argv) + "\n" + "\n".join(s.markdown() for s in sections)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)
