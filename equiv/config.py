@@ -137,3 +137,20 @@ def validate(cfg: DictConfig) -> None:
                  "task.pretrain.lr", "task.pretrain.batch_size", "method.lambda_phase.lr",
                  "method.lambda_phase.batch_size", "task.eval.batch_size"):
         _positive(cfg, path)
+
+
+IMAGE_GROUPS = ("rot90", "rot180", "hflip", "d4", "trivial")
+TRANSFORM_MODES = ("per_example", "per_batch")
+
+
+def validate_image_task(cfg: DictConfig, datasets: Sequence[str],
+                        backbones: Sequence[str]) -> None:
+    """The checks every image-classification family shares (torch-free): dataset, a backbone
+    that fits the task, the test-time transformation group and how it is drawn."""
+    task, backbone = cfg.task, cfg.backbone
+    one_of(task.dataset, datasets, "task.dataset")
+    if backbone.name not in backbones:
+        raise ConfigError(f"backbone {backbone.name!r} does not fit task {task.name}; valid "
+                          f"backbones: {', '.join(backbones)}")
+    one_of(task.transform, IMAGE_GROUPS, "task.transform")
+    one_of(task.eval.transform_mode, TRANSFORM_MODES, "task.eval.transform_mode")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from equiv.config import ConfigError, one_of, validate_method_options
+from equiv.config import ConfigError, one_of, validate_image_task, validate_method_options
 from equiv.method_options import VECTOR_PROXIES
 from experiments.clip.resources import prefetch_command, require_dataset, require_weights
 
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 DATASETS = ("cifar100", "imagenet_v2", "cifar10", "synthetic")
 TRAIN_SPLITS = ("cifar100", "cifar10", "synthetic")        # ImageNet-V2 is a test set only
 BACKBONES = ("clip_rn50", "clip_rn101", "clip_vitb32", "clip_vitb16", "tiny_clip")
-IMAGE_GROUPS = ("rot90", "rot180", "hflip", "d4", "trivial")
-TRANSFORM_MODES = ("per_example", "per_batch")
 OUTPUTS = ("logits", "probs")
 LAMBDA_COMBINES = ("weights", "authors")
 
@@ -32,13 +30,8 @@ def _count(cfg: DictConfig, path: str, allow_zero: bool = True) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Everything checkable before torch: options, budgets, then weights and data on disk."""
-    task, method, backbone = cfg.task, cfg.method, cfg.backbone
-    one_of(task.dataset, DATASETS, "task.dataset")
-    if backbone.name not in BACKBONES:
-        raise ConfigError(f"backbone {backbone.name!r} does not fit task {task.name}; valid "
-                          f"backbones: {', '.join(BACKBONES)}")
-    one_of(task.transform, IMAGE_GROUPS, "task.transform")
-    one_of(task.eval.transform_mode, TRANSFORM_MODES, "task.eval.transform_mode")
+    task, method = cfg.task, cfg.method
+    validate_image_task(cfg, DATASETS, BACKBONES)
     one_of(task.head.output, OUTPUTS, "task.head.output")
     one_of(task.lambda_combine, LAMBDA_COMBINES, "task.lambda_combine")
     scale = task.head.logit_scale

@@ -24,6 +24,7 @@ from equiv.backbones.clip import ClipClassifier, cached_text_classifier, load_cl
 from equiv.data.clip_prompts import prompts_hash
 from equiv.experiment import Outcome, RunContext
 from equiv.groups import GroupAction, make_action
+from equiv.groups.sampling import transform_elements
 from equiv.methods import Equizero, LambdaEquitune, Symmetrizer, build_method
 from equiv.pretraining import config_hash
 from equiv.testing import equivariance_error
@@ -51,15 +52,6 @@ def effective_settings(cfg: DictConfig) -> dict[str, Any]:
     if task.paper_code_compat:
         settings.update(AUTHORS)
     return settings
-
-
-def transform_elements(n: int, order: int, mode: str, batch_size: int,
-                       gen: torch.Generator) -> Tensor:
-    """One random group element per image (default), or one per batch (authors' code)."""
-    if mode == "per_batch":
-        per_batch = torch.randint(order, (-(-n // batch_size),), generator=gen)
-        return per_batch.repeat_interleave(batch_size)[:n]
-    return torch.randint(order, (n,), generator=gen)
 
 
 def num_workers(task: DictConfig) -> int:

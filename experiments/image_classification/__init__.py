@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from equiv.config import ConfigError, one_of
+from equiv.config import ConfigError, one_of, validate_image_task
 from equiv.method_options import LAMBDA_INPUTS, NORMALIZATIONS, SURROGATES, VECTOR_PROXIES
 
 if TYPE_CHECKING:
@@ -21,8 +21,6 @@ RGB_DATASETS = ("cifar10", "synthetic")
 SELF_PRETRAINED = ("small_cnn", "small_resnet")           # pretrained upright by the suite
 IMAGENET_BACKBONES = ("tv_resnet18", "tv_alexnet")        # torchvision ImageNet weights
 BACKBONES = SELF_PRETRAINED + IMAGENET_BACKBONES
-IMAGE_GROUPS = ("rot90", "rot180", "hflip", "d4", "trivial")
-TRANSFORM_MODES = ("per_example", "per_batch")
 HEADS = ("replace", "authors")
 OPTIMIZERS = ("adam", "sgd")
 MIN_INPUT_SIZE = {"resnet18": 1, "alexnet": 63}           # as equiv.backbones.torchvision_cnn
@@ -41,12 +39,7 @@ def _flag(value: object, key: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Everything that can be checked before loading torch, data or models."""
     task, method, backbone = cfg.task, cfg.method, cfg.backbone
-    one_of(task.dataset, DATASETS, "task.dataset")
-    if backbone.name not in BACKBONES:
-        raise ConfigError(f"backbone {backbone.name!r} does not fit task {task.name}; valid "
-                          f"backbones: {', '.join(BACKBONES)}")
-    one_of(task.transform, IMAGE_GROUPS, "task.transform")
-    one_of(task.eval.transform_mode, TRANSFORM_MODES, "task.eval.transform_mode")
+    validate_image_task(cfg, DATASETS, BACKBONES)
     if method.name == "lambda_equitune":
         one_of(method.lambda_input, LAMBDA_INPUTS, "method.lambda_input")
         one_of(method.normalization, NORMALIZATIONS, "method.normalization")

@@ -31,6 +31,7 @@ from equiv.data.digits import ImageSplit, load_digits_split
 from equiv.data.fashion_mnist import load_fashion_mnist_split
 from equiv.experiment import Outcome, RunContext
 from equiv.groups import GroupAction, make_action
+from equiv.groups.sampling import transform_elements
 from equiv.methods import LambdaEquitune, Symmetrizer, build_method
 from equiv.pretraining import cached_pretrain
 from equiv.testing import equivariance_error
@@ -147,15 +148,6 @@ def pretrain_upright(model: Backbone, split: ImageSplit, p: DictConfig,
     model.eval()
     return {"steps": steps,
             "train_accuracy": accuracy(model, split.x_train, split.y_train, 512, device)}
-
-
-def transform_elements(n: int, order: int, mode: str, batch_size: int,
-                       gen: torch.Generator) -> Tensor:
-    """One random group element per image (default), or per evaluation batch (authors' code)."""
-    if mode == "per_batch":
-        per_batch = torch.randint(order, (-(-n // batch_size),), generator=gen)
-        return per_batch.repeat_interleave(batch_size)[:n]
-    return torch.randint(order, (n,), generator=gen)
 
 
 def upright_selection_rate(model: Symmetrizer, x: Tensor, g: Tensor, transform: GroupAction,
