@@ -111,14 +111,41 @@ def duplicate_seeds(runs: Iterable[Run], keys: Sequence[str]) -> list[str]:
     return sorted(" ".join(map(str, key)) for key, count in seen.items() if count > 1)
 
 
+def one_config_per_seed(runs: list[Run]) -> list[Run]:
+    """The pretrained runs, refused if a (backbone, method) holds one seed twice: averaging
+    them would mix configurations under one legend entry."""
+    runs = [r for r in runs if is_pretrained(r)]
+    duplicates = duplicate_seeds(runs, ("backbone", "method"))
+    if duplicates:
+        raise SkipFigure(f"several runs for one seed ({', '.join(duplicates)}); "
+                         "point --runs at one configuration per backbone and method")
+    return runs
+
+
+def draw_curve(ax: Any, s: pd.DataFrame, label: str, color: str, linestyle: str = "-") -> None:
+    """One mean curve with its seed count in the legend and a ± std band from 2 seeds on."""
+    n = int(s["n"].max())
+    ax.plot(s["step"], s["mean"], linestyle=linestyle, color=color, linewidth=1.8, marker="o",
+            markersize=3, label=f"{label} ({n} seed{'s' if n != 1 else ''})")
+    if n >= 2:
+        ax.fill_between(s["step"], s["mean"] - s["std"], s["mean"] + s["std"], color=color,
+                        alpha=0.15, linewidth=0)
+
+
+def finish(fig: Figure, ax: Any, title: str, xlabel: str, ylabel: str) -> Figure:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def scan_finetune_curve(runs: list[Run]) -> Figure:
     """Test accuracy vs finetuning examples: does equizero's zero-shot lead survive finetuning?"""
     methods = {"equizero": "-", "equitune": ":"}
-    runs = [r for r in runs if r["method"] in methods and is_pretrained(r)]
-    duplicates = duplicate_seeds(runs, ("backbone", "method"))
-    if duplicates:  # averaging them would mix configurations under one legend entry
-        raise SkipFigure(f"several runs for one seed ({', '.join(duplicates)}); "
-                         "point --runs at one configuration per backbone and method")
+    runs = one_config_per_seed([r for r in runs if r["method"] in methods])
     stats = curve_stats(runs, "test_acc", tuple(methods))
     if stats.empty:
         raise SkipFigure("no equizero or equitune runs with a test_acc curve")
@@ -133,26 +160,14 @@ def scan_finetune_curve(runs: list[Run]) -> Figure:
         label = cell_label(backbone)
         for method, linestyle in methods.items():
             s = stats[(stats["backbone"] == backbone) & (stats["method"] == method)]
-            if s.empty:
-                continue
-            n = int(s["n"].max())
-            color = colors[label]
-            ax.plot(s["step"], s["mean"], linestyle=linestyle, color=color, linewidth=1.8,
-                    marker="o", markersize=3,
-                    label=f"{label} {method} ({n} seed{'s' if n != 1 else ''})")
-            if n >= 2:
-                ax.fill_between(s["step"], s["mean"] - s["std"], s["mean"] + s["std"],
-                                color=color, alpha=0.15, linewidth=0)
+            if not s.empty:
+                draw_curve(ax, s, f"{label} {method}", colors[label], linestyle)
     steps = sorted(stats["step"].unique().tolist())
     if len(steps) <= 12:  # tick the evaluation points themselves (0, 400, ...) when few
         ax.set_xticks(steps)
-    ax.set_title("Equizero vs. equitune for few-shot learning (SCAN Add Jump)")
-    ax.set_xlabel("finetuning examples seen (the paper's batch-1 iterations)")
-    ax.set_ylabel("test exact-match accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, "Equizero vs. equitune for few-shot learning (SCAN Add Jump)",
+                  "finetuning examples seen (the paper's batch-1 iterations)",
+                  "test exact-match accuracy")
 
 
 IMAGE_METHODS = {"vanilla": ("tab:gray", "--"), "equitune": ("tab:orange", ":"),
@@ -163,11 +178,7 @@ IMAGE_TITLES = {"digits_rot90": "Rotated digits (small CNN, C4)",
 
 def image_finetune_curve(runs: list[Run]) -> Figure:
     """Test accuracy on rotated images vs finetuning steps, one line per method (± std)."""
-    runs = [r for r in runs if is_pretrained(r)]
-    duplicates = duplicate_seeds(runs, ("backbone", "method"))
-    if duplicates:
-        raise SkipFigure(f"several runs for one seed ({', '.join(duplicates)}); "
-                         "point --runs at one configuration per backbone and method")
+    runs = one_config_per_seed(runs)
     stats = curve_stats(runs, "test_accuracy", tuple(IMAGE_METHODS))
     if stats.empty:
         raise SkipFigure("no runs with a test_accuracy curve")
@@ -175,22 +186,12 @@ def image_finetune_curve(runs: list[Run]) -> Figure:
     ax = fig.add_subplot()
     for method, (color, linestyle) in IMAGE_METHODS.items():
         s = stats[stats["method"] == method]
-        if s.empty:
-            continue
-        n = int(s["n"].max())
-        ax.plot(s["step"], s["mean"], linestyle=linestyle, color=color, linewidth=1.8,
-                marker="o", markersize=3, label=f"{method} ({n} seed{'s' if n != 1 else ''})")
-        if n >= 2:
-            ax.fill_between(s["step"], s["mean"] - s["std"], s["mean"] + s["std"],
-                            color=color, alpha=0.15, linewidth=0)
+        if not s.empty:
+            draw_curve(ax, s, method, color, linestyle)
     task = runs[0]["task"]
-    ax.set_title(IMAGE_TITLES.get(task, task))
-    ax.set_xlabel("training steps (λ-equitune: its λ phase first, then finetuning)")
-    ax.set_ylabel("test accuracy (each image randomly rotated)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, IMAGE_TITLES.get(task, task),
+                  "training steps (λ-equitune: its λ phase first, then finetuning)",
+                  "test accuracy (each image randomly rotated)")
 
 
 # Fig. 3 of the paper: regard label shares per model variant and demographic, stacked bottom to
@@ -304,11 +305,7 @@ def snapped(run: Run, curve: str) -> Run:
 def dqn_curve(runs: list[Run]) -> Figure:
     """Mean greedy return vs finetuning env steps, one line per method (step 0: zero-shot), and
     the pretrained DQN's return in its own restricted setting for reference."""
-    runs = [r for r in runs if is_pretrained(r)]
-    duplicates = duplicate_seeds(runs, ("backbone", "method"))
-    if duplicates:
-        raise SkipFigure(f"several runs for one seed ({', '.join(duplicates)}); "
-                         "point --runs at one configuration per backbone and method")
+    runs = one_config_per_seed(runs)
     stats = curve_stats([snapped(r, "return") for r in runs], "return")
     if stats.empty:
         raise SkipFigure("no runs with a return curve")
@@ -323,26 +320,16 @@ def dqn_curve(runs: list[Run]) -> Figure:
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
     for i, method in enumerate(methods):
-        s = stats[stats["method"] == method]
-        n = int(s["n"].max())
-        color = DQN_METHODS.get(method, SPARE_COLORS[i % len(SPARE_COLORS)])
-        ax.plot(s["step"], s["mean"], color=color, linewidth=1.8, marker="o", markersize=3,
-                label=f"{method} ({n} seed{'s' if n != 1 else ''})")
-        if n >= 2:
-            ax.fill_between(s["step"], s["mean"] - s["std"], s["mean"] + s["std"],
-                            color=color, alpha=0.15, linewidth=0)
+        draw_curve(ax, stats[stats["method"] == method], method,
+                   DQN_METHODS.get(method, SPARE_COLORS[i % len(SPARE_COLORS)]))
     pretrained = sorted({r["metrics"]["pretrained_return"] for r in runs
                          if "pretrained_return" in r.get("metrics", {})})
     if len(pretrained) == 1:   # one cached pretraining shared by every run
         ax.axhline(pretrained[0], color="black", linestyle="--", linewidth=1,
                    label="pretrained DQN in its own (restricted) setting")
-    ax.set_title(DQN_TITLES.get(task, task))
-    ax.set_xlabel("finetuning env steps on the full distribution (0 = zero-shot)")
-    ax.set_ylabel("mean greedy return (fixed evaluation episodes)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+    return finish(fig, ax, DQN_TITLES.get(task, task),
+                  "finetuning env steps on the full distribution (0 = zero-shot)",
+                  "mean greedy return (fixed evaluation episodes)")
 
 
 FIGURES = (
