@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from equiv.config import ConfigError, check_group_overrides, register_resolvers
+from equiv.config import ConfigError, check_composes, check_group_overrides, register_resolvers
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 EXIT_BAD_INPUT = 2
@@ -58,6 +58,7 @@ if __name__ == "__main__":
     register_resolvers()
     try:
         check_group_overrides(sys.argv[1:], CONFIG_DIR)
+        check_composes(sys.argv[1:], CONFIG_DIR)
     except ConfigError as err:
         fail(str(err))
     main()

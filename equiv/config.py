@@ -88,6 +88,35 @@ def check_group_overrides(argv: Sequence[str], config_dir: Path) -> None:
                                   f"{', '.join(valid)}")
 
 
+def check_composes(argv: Sequence[str], config_dir: Path) -> None:
+    """Compose the config once (a sweep's first cell) before Hydra runs, so that an unknown key
+    or a value that does not fit its node fails with one line instead of Hydra's report."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    cell = []
+    for ov in OverridesParser.create().parse_overrides(
+            [a for a in argv if not a.startswith("-") and "=" in a]):
+        if ov.key_or_group.split("/")[0] == "hydra":
+            continue
+        if isinstance(ov.value(), ChoiceSweep):
+            cell.append(f"{ov.get_key_element()}={ov.value().list[0]}")
+        elif not ov.is_sweep_override():
+            cell.append(f"{ov.get_key_element()}={ov.get_value_element_as_str()}")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            compose("config", overrides=cell)
+    except (HydraException, OmegaConfBaseException) as err:
+        message = " ".join(line.strip() for line in str(err).splitlines()[:2])
+        cause = err.__cause__
+        if cause is not None and str(cause).strip():
+            message += f" ({str(cause).splitlines()[0]})"
+        raise ConfigError(message) from err
+
+
 def one_of(value: object, valid: Sequence[str], key: str) -> None:
     if value not in valid:
         raise ConfigError(f"{key}={value!r} is not valid; valid: {', '.join(valid)}")

@@ -27,6 +27,10 @@ def run_py(*args, cwd):
      "grid_rot90, hflip, rot180, rot90, scan_"),
     (["task.finetune.steps=-1"], "task.finetune.steps=-1 must be >= 0"),
     (["method=equizero", "method.proxy=accuracy"], "method.proxy='accuracy' is not valid"),
+    (["task=dqn_cartpole", "task.finetune.lr=3"],
+     "Could not override 'task.finetune.lr'. To append to your config use +task.finetune.lr=3 "
+     "(Key 'lr' is not in struct)"),
+    (["-m", "seed=0,1", "task.eval.no_such_key=1"], "Could not override 'task.eval.no_such_key'"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment, tmp_path):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
