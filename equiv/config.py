@@ -100,7 +100,7 @@ def check_composes(argv: Sequence[str], config_dir: Path) -> None:
     cell = []
     for ov in OverridesParser.create().parse_overrides(
             [a for a in argv if not a.startswith("-") and "=" in a]):
-        if ov.key_or_group.split("/")[0] == "hydra":
+        if ov.key_or_group.split("/")[0].split(".")[0] == "hydra":   # Hydra's own settings
             continue
         if isinstance(ov.value(), ChoiceSweep):
             cell.append(f"{ov.get_key_element()}={ov.value().list[0]}")

@@ -109,3 +109,12 @@ def test_long_override_lists_get_short_unique_directory_names():
     names = {override_dirname(long_a), override_dirname(long_b)}
     assert len(names) == 2 and all(len(n) <= MAX_DIRNAME for n in names)
     assert override_dirname(long_a) == override_dirname(long_a)
+
+
+def test_composition_check_refuses_unknown_keys_but_leaves_hydra_settings_to_hydra():
+    from equiv.config import check_composes
+
+    check_composes(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                    "method=vanilla,equizero", "seed=0,1"], CONFIG_DIR)
+    with pytest.raises(ConfigError, match=r"Could not override 'task\.nope'"):
+        check_composes(["-m", "method=vanilla,equizero", "task.nope=1"], CONFIG_DIR)
