@@ -23,8 +23,11 @@ matplotlib.use("Agg")  # headless and pixel-deterministic, whatever the user's d
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from equiv.aggregate import load_runs
+from equiv.paper_numbers import load_paper
 
 Run = dict[str, Any]
 
@@ -332,11 +335,191 @@ def dqn_curve(runs: list[Run]) -> Figure:
                   "mean greedy return (fixed evaluation episodes)")
 
 
+# Figs. 4/7/8 of the paper: CLIP zero-shot top-1 per backbone, one bar per method, the paper's
+# value for each bar as a black tick. One figure per dataset × transformation task.
+CLIP_DATASETS = {"cifar100": "CIFAR-100", "imagenet_v2": "ImageNet-V2"}
+CLIP_TASKS = {"clip_rot90": "random 90° rotations", "clip_flip": "random flips"}
+CLIP_BACKBONES = {"clip_rn50": "RN50", "clip_rn101": "RN101", "clip_vitb32": "ViT-B/32",
+                  "clip_vitb16": "ViT-B/16"}
+# bar key, legend label, metric, colour: "upright" is the backbone alone on untransformed images.
+CLIP_BARS = (("upright", "no transformation", "upright_accuracy", "0.85"),
+             ("vanilla", "pretrained model", "zeroshot_accuracy", "tab:gray"),
+             ("equitune", "equitune", "zeroshot_accuracy", "tab:blue"),
+             ("equizero", "equizero", "zeroshot_accuracy", "tab:red"))
+
+PAPER_MARKER = {"linestyle": "none", "marker": "_", "markersize": 14, "markeredgewidth": 2.2,
+                "color": "black", "gid": "paper"}
+
+
+def config_get(run: Run, *path: str, default: Any = None) -> Any:
+    node: Any = run.get("config", {})
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def seeds_label(counts: Iterable[int]) -> str:
+    counts = sorted(set(counts))
+    if not counts:
+        return "not run"
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"{span} seed{'s' if counts[-1] != 1 else ''}"
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; NaN for one value) of ``values``."""
+    stats = pd.Series(values, dtype=float).agg(["mean", "std"])
+    return float(stats["mean"]), float(stats["std"])
+
+
+def paper_value(paper: list[dict[str, str]], table: str, metric: str,
+                keys: dict[str, str]) -> float | None:
+    """The paper's number as a fraction (a paper field "*" matches anything), or None."""
+    for row in paper:
+        if row["table"] == table and row["metric"] == metric and all(
+                row[k] in ("*", v) for k, v in keys.items()):
+            return float(row["text"].lstrip("≈"))
+    return None
+
+
+def clip_bar_values(runs: list[Run], dataset: str) -> dict[tuple[str, str], list[float]]:
+    """Our values per (backbone, bar), one per seed, from the zero-shot runs on ``dataset``.
+    Upright accuracy is the backbone's alone: one value per seed, whichever method ran it."""
+    runs = [r for r in runs if config_get(r, "task", "dataset") == dataset
+            and not (config_get(r, "task", "finetune", "steps", default=0) or 0)
+            and r["method"] in {key for key, *_ in CLIP_BARS}]
+    runs = one_config_per_seed(runs)
+    values: dict[tuple[str, str], list[float]] = {}
+    upright: dict[tuple[str, int], float] = {}
+    for run in sorted(runs, key=lambda r: (r["backbone"], r["method"], r["seed"])):
+        metrics = run.get("metrics", {})
+        if metrics.get("zeroshot_accuracy") is not None:
+            values.setdefault((run["backbone"], run["method"]), []).append(
+                float(metrics["zeroshot_accuracy"]))
+        if metrics.get("upright_accuracy") is not None:
+            upright.setdefault((run["backbone"], run["seed"]), float(metrics["upright_accuracy"]))
+    for (backbone, _), value in sorted(upright.items()):
+        values.setdefault((backbone, "upright"), []).append(value)
+    return values
+
+
+def clip_zeroshot_bars(runs: list[Run], dataset: str, paper: list[dict[str, str]]) -> Figure:
+    """Grouped bars: our mean ± std (percent) per backbone and method, the paper's as ticks."""
+    values = clip_bar_values(runs, dataset)
+    task = runs[0]["task"]
+    if not values:
+        raise SkipFigure(f"no zero-shot runs on {dataset}")
+    backbones = list(CLIP_BACKBONES) + sorted({b for b, _ in values} - set(CLIP_BACKBONES))
+    width = 0.8 / len(CLIP_BARS)
+    fig = Figure(figsize=(7.2, 4.4))
+    ax = fig.add_subplot()
+    handles: list[Any] = []
+    for j, (key, label, metric, color) in enumerate(CLIP_BARS):
+        counts = [len(values[b, key]) for b in backbones if (b, key) in values]
+        handles.append(Patch(facecolor=color, edgecolor="black", linewidth=0.6,
+                             label=f"{label} ({seeds_label(counts)})"))
+        for i, backbone in enumerate(backbones):
+            x = i + (j - (len(CLIP_BARS) - 1) / 2) * width
+            mine = values.get((backbone, key), [])
+            if mine:
+                mean, std = mean_std([100 * v for v in mine])
+                ax.bar(x, mean, width, color=color, edgecolor="black", linewidth=0.6,
+                       yerr=std if len(mine) >= 2 else None, capsize=2,
+                       error_kw={"linewidth": 0.8})
+            ref = paper_value(paper, "clip_zeroshot", metric, {
+                "task": task, "dataset": dataset, "backbone": backbone,
+                "method": "vanilla" if key == "upright" else key})
+            if ref is not None:
+                ax.plot([x], [100 * ref], **PAPER_MARKER)
+            if not mine:
+                ax.annotate("not run", (x, 0), xytext=(0, 3), textcoords="offset points",
+                            rotation=90, ha="center", va="bottom", fontsize="x-small",
+                            color="0.4")
+    ax.set_xticks(range(len(backbones)), [CLIP_BACKBONES.get(b, b) for b in backbones])
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"CLIP zero-shot on {CLIP_DATASETS.get(dataset, dataset)} under "
+                 f"{CLIP_TASKS.get(task, task)}")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(axis="y", alpha=0.3)
+    handles.append(Line2D([], [], **PAPER_MARKER, label="paper"))
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def clip_zeroshot_figure(dataset: str) -> Callable[[list[Run]], Figure]:
+    def draw(runs: list[Run]) -> Figure:
+        return clip_zeroshot_bars(runs, dataset, load_paper())
+    return draw
+
+
+# λ-equitune's weights over the |G| views at the end of a run (``lambda_weights`` in
+# results.json), indexed relative to the upright view: the paper's illustration of λ putting its
+# weight on the view that undoes the test-time rotation.
+LAMBDA_TASKS = ("digits_rot90", "fmnist_rot90", "cnn_cifar10_rot90")
+VIEW_LABELS = {"rot90": ("upright", "+90°", "+180°", "+270°")}
+
+
+def lambda_weights_figure(runs: list[Run]) -> Figure:
+    """Left: mean λ weight per view relative to the upright one (± std over seeds), with the
+    uniform 1/|G| for reference. Right: share of test images by the weight on their upright
+    view, the seeds' images pooled."""
+    runs = one_config_per_seed([r for r in runs if isinstance(r.get("lambda_weights"), dict)])
+    if not runs:
+        raise SkipFigure("no runs with lambda_weights")
+    orders = {len(r["lambda_weights"]["relative_mean"]) for r in runs}
+    edges = {tuple(r["lambda_weights"]["upright_histogram"]["edges"]) for r in runs}
+    if len(orders) > 1 or len(edges) > 1:
+        raise SkipFigure("runs with different group orders or histogram bins")
+    (order,), (edge,) = orders, edges
+    backbones = sorted({r["backbone"] for r in runs})
+    colors = {b: SPARE_COLORS[i % len(SPARE_COLORS)] if len(backbones) > 1 else "tab:blue"
+              for i, b in enumerate(backbones)}
+    transform = str(config_get(runs[0], "task", "transform", default=""))
+    labels = VIEW_LABELS.get(transform, ("upright", *(f"view {r}" for r in range(1, order))))
+    fig = Figure(figsize=(9.6, 4.0))
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    width = 0.8 / len(backbones)
+    centers = [(edge[i] + edge[i + 1]) / 2 for i in range(len(edge) - 1)]
+    bin_width = (edge[1] - edge[0]) * 0.8 / len(backbones)
+    for k, backbone in enumerate(backbones):
+        mine = [r["lambda_weights"] for r in runs if r["backbone"] == backbone]
+        n = len(mine)
+        label = f"{backbone} ({n} seed{'s' if n != 1 else ''})"
+        offset = (k - (len(backbones) - 1) / 2)
+        stats = [mean_std([w["relative_mean"][r] for w in mine]) for r in range(order)]
+        left.bar([r + offset * width for r in range(order)], [m for m, _ in stats], width,
+                 yerr=[s for _, s in stats] if n >= 2 else None, capsize=3,
+                 color=colors[backbone], edgecolor="black", linewidth=0.6, label=label)
+        counts = [sum(w["upright_histogram"]["counts"][i] for w in mine)
+                  for i in range(len(centers))]
+        right.bar([c + offset * bin_width for c in centers],
+                  [c / max(1, sum(counts)) for c in counts], bin_width,
+                  color=colors[backbone], edgecolor="black", linewidth=0.6, label=label)
+    left.axhline(1 / order, color="black", linestyle="--", linewidth=1,
+                 label=f"uniform (1/{order})")
+    left.set_xticks(range(order), labels[:order])
+    left.set_ylim(0, 1)
+    right.set_xlim(edge[0], edge[-1])
+    right.set_ylim(bottom=0)
+    task = runs[0]["task"]
+    fig.suptitle(f"λ-equitune weights on the test set, {IMAGE_TITLES.get(task, task)}")
+    finish(fig, left, "mean λ per view (relative to the upright view)",
+           "view, relative to the one that undoes the test rotation", "mean normalised λ")
+    return finish(fig, right, "weight on the upright view", "λ on the upright view",
+                  "share of test images (seeds pooled)")
+
+
 FIGURES = (
     FigureSpec("scan_finetune_curve", "scan_add_jump", scan_finetune_curve),
     *(FigureSpec(f"{task}_finetune_curve", task, image_finetune_curve) for task in IMAGE_TITLES),
     *(FigureSpec(f"dqn_{env}", f"dqn_{env}", dqn_curve) for env in DQN_ENVS),
     *(FigureSpec(f"{task}_regard", task, nlg_regard_bars) for task in NLG_TASKS),
+    *(FigureSpec(f"clip_zeroshot_{dataset}_{task}", task, clip_zeroshot_figure(dataset))
+      for dataset in CLIP_DATASETS for task in CLIP_TASKS),
+    *(FigureSpec(f"{task}_lambda_weights", task, lambda_weights_figure) for task in LAMBDA_TASKS),
 )
 
 

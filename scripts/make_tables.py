@@ -18,14 +18,12 @@ import csv
 import statistics
 import sys
 from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import equiv.data
 from equiv.aggregate import METHOD_ORDER, load_runs, mean_std, runs_frame, summarize
+from equiv.paper_numbers import PAPER_FILE, load_paper
 
-PAPER_FILE = Path(equiv.data.__file__).parent / "paper_numbers.csv"
 NOT_RUN = "not run"
 
 # (metric, column title, digits or None for an error magnitude) per task family.
@@ -165,21 +163,6 @@ def markdown(rows: list[list[str]]) -> str:
 # --- the paper's numbers beside ours ------------------------------------------------------------
 
 PAPER_KEYS = ("task", "dataset", "backbone", "method", "variant", "demographic", "step")
-
-
-def load_paper(path: Path) -> list[dict[str, str]]:
-    """Rows of the paper-numbers file, each with ``text``: the value as a fraction with the
-    printed precision (percentages are divided by 100 exactly), ``≈`` when pixel-read."""
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        value = Decimal(row["value"])
-        if row["unit"] == "percent":
-            value = value.scaleb(-2)
-        elif row["unit"] != "fraction":
-            raise ValueError(f"{path}: unknown unit {row['unit']!r}")
-        row["text"] = ("≈" if "pixel-read" in row["source"] else "") + f"{value:f}"
-    return rows
 
 
 def paper_cell(paper: list[dict[str, str]], table: str, metric: str, keys: dict[str, str],

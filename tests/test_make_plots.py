@@ -138,8 +138,15 @@ def test_script_imports_no_torch():
     third_party = {m for m in modules if m.split(".")[0] not in {
         "__future__", "argparse", "sys", "collections", "dataclasses", "pathlib", "typing",
         "json"}}
-    assert third_party == {"matplotlib", "matplotlib.style", "matplotlib.figure", "pandas",
-                           "equiv.aggregate"}
+    assert third_party == {"matplotlib", "matplotlib.style", "matplotlib.figure",
+                           "matplotlib.lines", "matplotlib.patches", "pandas",
+                           "equiv.aggregate", "equiv.paper_numbers"}
+    paper = Path(__file__).resolve().parents[1] / "equiv" / "paper_numbers.py"
+    tree = ast.parse(paper.read_text())
+    assert {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+            for alias in node.names} | {node.module for node in ast.walk(tree)
+                                        if isinstance(node, ast.ImportFrom)} == {
+        "__future__", "csv", "decimal", "pathlib"}
 
 
 def fake_nlg_run(root: Path, variant: str, seed: int, shares: dict[str, list[float]],
@@ -280,3 +287,99 @@ def test_dqn_evaluation_steps_are_aligned_across_seeds():
     assert stats["step"].tolist() == [0, 2000, 4000] and stats["n"].tolist() == [2, 2, 2]
     assert stats["mean"].tolist() == [15.0, 15.0, 15.0]
     assert make_plots.curve_stats(runs, "return")["step"].tolist() == [0]   # unaligned: dropped
+
+
+def fake_clip_run(root: Path, backbone: str, method: str, seed: int, zeroshot: float,
+                  upright: float = 0.5, task: str = "clip_rot90", dataset: str = "cifar100",
+                  finetune_steps: int = 0) -> None:
+    write_results(root / task / dataset / method / backbone / f"ft={finetune_steps}"
+                  / f"seed={seed}", {
+        "status": "complete", "task": task, "method": method, "backbone": backbone,
+        "group": task.removeprefix("clip_"), "seed": seed, "pretrained": True,
+        "config": {"task": {"dataset": dataset, "finetune": {"steps": finetune_steps}}},
+        "metrics": {"upright_accuracy": upright, "zeroshot_accuracy": zeroshot}, "curves": {}})
+
+
+def test_clip_zeroshot_bars_ours_and_paper(tmp_path, capsys):
+    root, out = tmp_path / "runs", tmp_path / "figures"
+    fake_clip_run(root, "clip_rn50", "equizero", 0, 0.375, upright=0.5)
+    fake_clip_run(root, "clip_rn50", "equizero", 1, 0.625, upright=0.5)
+    fake_clip_run(root, "clip_rn50", "vanilla", 0, 0.25, upright=0.5)
+    fake_clip_run(root, "clip_rn50", "equizero", 0, 0.9, finetune_steps=100)     # finetuning
+    fake_clip_run(root, "clip_rn50", "equizero", 0, 0.9, dataset="imagenet_v2")  # other figure
+    assert make_plots.main(["--runs", str(root), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    name = "clip_zeroshot_cifar100_clip_rot90"
+    assert f"wrote {out / name}.png and {out / name}.pdf" in lines
+    assert "skipped clip_zeroshot_cifar100_clip_flip: no pretrained runs for task clip_flip" \
+        in lines
+    first = (out / f"{name}.png").read_bytes()
+    assert make_plots.main(["--runs", str(root), "--out", str(out)]) == 0
+    assert (out / f"{name}.png").read_bytes() == first
+
+    runs = [r for r in load_runs(root) if r["task"] == "clip_rot90"]
+    ax = make_plots.clip_zeroshot_figure("cifar100")(runs).axes[0]
+    bars = sorted((round(p.get_x() + p.get_width() / 2, 3), round(p.get_height(), 6))
+                  for p in ax.patches)
+    # RN50 group at x = 0: upright, vanilla, equitune (not run), equizero, 0.2 apart.
+    assert bars == [(-0.3, 50.0), (-0.1, 25.0), (0.3, 50.0)]
+    ticks = {(round(float(line.get_xdata()[0]), 3), round(float(line.get_ydata()[0]), 4))
+             for line in ax.get_lines() if line.get_gid() == "paper"}   # not error bars
+    assert (-0.3, 41.77) in ticks          # paper: RN50 no transformation
+    assert (0.1, 28.35) in ticks           # paper: RN50 equitune, not run here
+    assert (0.3, 38.87) in ticks           # paper: RN50 equizero
+    assert len(ticks) == 16           # 4 backbones × 4 bars from the paper
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["no transformation (2 seeds)", "pretrained model (1 seed)",
+                      "equitune (not run)", "equizero (2 seeds)", "paper"]
+    assert sum(t.get_text() == "not run" for t in ax.texts) == 13
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["RN50", "RN101", "ViT-B/32",
+                                                             "ViT-B/16"]
+
+
+def test_clip_zeroshot_bars_skip_without_our_runs_on_the_dataset(tmp_path):
+    root = tmp_path / "runs"
+    fake_clip_run(root, "clip_rn50", "equizero", 0, 0.5, dataset="imagenet_v2")
+    with pytest.raises(make_plots.SkipFigure, match="no zero-shot runs on cifar100"):
+        make_plots.clip_zeroshot_figure("cifar100")(load_runs(root))
+
+
+def fake_lambda_run(root: Path, seed: int, relative_mean, counts, task: str = "digits_rot90",
+                    method: str = "lambda_equitune") -> None:
+    edges = [i / 10 for i in range(11)]
+    write_results(root / task / method / f"seed={seed}", {
+        "status": "complete", "task": task, "method": method, "backbone": "small_cnn",
+        "group": "rot90", "seed": seed, "pretrained": True,
+        "config": {"task": {"transform": "rot90"}}, "metrics": {}, "curves": {},
+        "lambda_weights": {"images": sum(counts), "relative_mean": relative_mean,
+                           "upright_histogram": {"edges": edges, "counts": counts}}})
+
+
+def test_lambda_weights_figure(tmp_path, capsys):
+    root, out = tmp_path / "runs", tmp_path / "figures"
+    fake_lambda_run(root, 0, [0.75, 0.125, 0.0, 0.125], [0] * 7 + [4, 0, 0])
+    fake_lambda_run(root, 1, [0.25, 0.25, 0.25, 0.25], [0, 0, 3, 1] + [0] * 6)
+    fake_image_run(root, "equizero", 0, [0.5, 0.5, 0.5], task="digits_rot90")   # no λ
+    assert make_plots.main(["--runs", str(root), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    name = "digits_rot90_lambda_weights"
+    assert f"wrote {out / name}.png and {out / name}.pdf" in lines
+    first = (out / f"{name}.pdf").read_bytes()
+    assert make_plots.main(["--runs", str(root), "--out", str(out)]) == 0
+    assert (out / f"{name}.pdf").read_bytes() == first
+
+    left, right = make_plots.lambda_weights_figure(load_runs(root)).axes
+    assert [round(p.get_height(), 6) for p in left.patches] == [0.5, 0.1875, 0.125, 0.1875]
+    assert [t.get_text() for t in left.get_xticklabels()] == ["upright", "+90°", "+180°",
+                                                               "+270°"]
+    shares = [round(p.get_height(), 6) for p in right.patches]
+    assert shares == [0, 0, 0.375, 0.125, 0, 0, 0, 0.5, 0, 0]       # 8 images pooled
+    legend = [t.get_text() for t in left.get_legend().get_texts()]
+    assert legend == ["uniform (1/4)", "small_cnn (2 seeds)"]
+
+
+def test_lambda_weights_figure_skips_runs_without_the_summary(tmp_path):
+    root = tmp_path / "runs"
+    fake_image_run(root, "lambda_equitune", 0, [0.5, 0.5, 0.5], task="digits_rot90")
+    with pytest.raises(make_plots.SkipFigure, match="no runs with lambda_weights"):
+        make_plots.lambda_weights_figure(load_runs(root))

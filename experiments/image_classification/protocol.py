@@ -166,6 +166,33 @@ def upright_selection_rate(model: Symmetrizer, x: Tensor, g: Tensor, transform: 
     return (chosen == transform.inverse(g)).float().mean().item()
 
 
+def lambda_weight_summary(model: Symmetrizer, x: Tensor, g: Tensor, transform: GroupAction,
+                          batch_size: int, device: torch.device,
+                          bins: int = 10) -> dict[str, Any] | None:
+    """λ's normalised weights on the test images, indexed relative to the upright view.
+
+    Image ``b`` was transformed by ``g[b]``, so λ's view ``i`` (``i·g[b]·x``) is the upright
+    image transformed by ``r = i·g[b]``: ``relative_mean[r]`` is the mean weight on that view
+    (``r = 0``: the view that undoes the test transform), and ``upright_histogram`` counts the
+    images by the weight on their upright view in ``bins`` equal bins of [0, 1]. None unless
+    ``model`` is λ-equitune over the transformation group itself.
+    """
+    if not isinstance(model, LambdaEquitune) or model.action.name != transform.name:
+        return None
+    order = transform.order
+    relative = torch.tensor([[transform.compose(i, h) for i in range(order)]
+                             for h in range(order)])             # [g_test, i] -> r
+    model.eval()
+    with torch.no_grad():
+        w = torch.cat([model.lambda_weights(part.to(device)).cpu().double()
+                       for part in x.split(batch_size)])          # [N, |G|], views i
+    rel = torch.zeros_like(w).scatter_(1, relative[g], w)         # [N, |G|], views r
+    counts = torch.histc(rel[:, 0], bins=bins, min=0.0, max=1.0)
+    return {"images": len(x), "relative_mean": rel.mean(dim=0).tolist(),
+            "upright_histogram": {"edges": torch.linspace(0, 1, bins + 1).tolist(),
+                                  "counts": [int(c) for c in counts.tolist()]}}
+
+
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     task, mcfg = cfg.task, cfg.method
     out = Outcome()
@@ -279,6 +306,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         out.metrics["finetuned_accuracy"] = out.curves["test_accuracy"][-1]["value"]
         out.metrics["finetuned_invariance_error"] = invariance_error()
         out.metrics["finetuned_upright_selected"] = upright_selected()
+    # λ at the end of the run (after finetuning, else after the λ phase), for the λ figure.
+    weights = lambda_weight_summary(model, x_test[:n_select], g_test[:n_select], transform,
+                                    ev.batch_size, device)
+    if weights is not None:
+        out.extra["lambda_weights"] = weights
     out.extra["parameters"] = {
         "backbone": sum(p.numel() for p in model.backbone.parameters()),
         "added": sum(p.numel() for p in model.parameters()) - sum(
