@@ -455,6 +455,45 @@ def clip_zeroshot_figure(dataset: str) -> Callable[[list[Run]], Figure]:
     return draw
 
 
+CLIP_FINETUNE_METHODS = {"equitune": "tab:blue", "lambda_equitune": "tab:green",
+                         "equizero": "tab:red"}
+
+
+def clip_finetune_curves(runs: list[Run]) -> Figure:
+    """Paper Figs. 5/11: test top-1 on rot90-CIFAR-100 along finetuning, one panel per
+    backbone, our mean ± std per method and the paper's points (dotted, open markers)."""
+    runs = one_config_per_seed([
+        r for r in runs if config_get(r, "task", "dataset") == "cifar100"
+        and (config_get(r, "task", "finetune", "steps", default=0) or 0) > 0])
+    stats = curve_stats(runs, "test_accuracy", tuple(CLIP_FINETUNE_METHODS))
+    if stats.empty:
+        raise SkipFigure("no finetuning runs on cifar100 with a test_accuracy curve")
+    paper = load_paper()
+    fig = Figure(figsize=(9.6, 7.2))
+    axes = fig.subplots(2, 2).ravel()
+    for ax, backbone in zip(axes, CLIP_BACKBONES, strict=True):
+        for method, color in CLIP_FINETUNE_METHODS.items():
+            s = stats[(stats["backbone"] == backbone) & (stats["method"] == method)]
+            if not s.empty:
+                draw_curve(ax, s.assign(mean=100 * s["mean"], std=100 * s["std"]), method,
+                           color)
+            points = [(int(row["step"]), 100 * float(row["text"].lstrip("≈"))) for row in paper
+                      if row["table"] == "clip_finetune" and row["backbone"] == backbone
+                      and row["method"] == method]
+            if points:
+                steps, values = zip(*sorted(points), strict=True)
+                ax.plot(steps, values, linestyle=":", color=color, marker="o",
+                        markerfacecolor="white", markersize=4, label=f"{method} (paper)")
+        ax.set_title(CLIP_BACKBONES[backbone])
+        ax.set_xlabel("finetuning steps")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.suptitle("CLIP finetuning on rot90-CIFAR-100 (λ-equitune's step 0: after its λ phase)")
+    fig.tight_layout()
+    return fig
+
+
 # λ-equitune's weights over the |G| views at the end of a run (``lambda_weights`` in
 # results.json), indexed relative to the upright view: the paper's illustration of λ putting its
 # weight on the view that undoes the test-time rotation.
@@ -519,6 +558,7 @@ FIGURES = (
     *(FigureSpec(f"{task}_regard", task, nlg_regard_bars) for task in NLG_TASKS),
     *(FigureSpec(f"clip_zeroshot_{dataset}_{task}", task, clip_zeroshot_figure(dataset))
       for dataset in CLIP_DATASETS for task in CLIP_TASKS),
+    FigureSpec("clip_finetune_rot90_cifar100", "clip_rot90", clip_finetune_curves),
     *(FigureSpec(f"{task}_lambda_weights", task, lambda_weights_figure) for task in LAMBDA_TASKS),
 )
 

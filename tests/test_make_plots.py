@@ -383,3 +383,26 @@ def test_lambda_weights_figure_skips_runs_without_the_summary(tmp_path):
     fake_image_run(root, "lambda_equitune", 0, [0.5, 0.5, 0.5], task="digits_rot90")
     with pytest.raises(make_plots.SkipFigure, match="no runs with lambda_weights"):
         make_plots.lambda_weights_figure(load_runs(root))
+
+
+def test_clip_finetune_curves_from_finetuning_runs_only(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        for steps, name in ((4000, "ft"), (0, "zs")):
+            curve = [{"step": s, "value": 0.4 + 0.01 * seed + s / 1e5}
+                     for s in range(0, steps + 1, 1000)] or [{"step": 0, "value": 0.3}]
+            write_results(runs / "clip_rot90" / "equizero" / name / f"seed={seed}", {
+                "status": "complete", "task": "clip_rot90", "method": "equizero",
+                "backbone": "clip_rn50", "group": "rot90", "seed": seed, "pretrained": True,
+                "config": {"task": {"dataset": "cifar100", "finetune": {"steps": steps}}},
+                "metrics": {"zeroshot_accuracy": 0.4, "upright_accuracy": 0.5},
+                "curves": {"test_accuracy": curve}})
+    loaded = [r for r in load_runs(runs) if r["config"]["task"]["finetune"]["steps"] > 0]
+    stats = make_plots.curve_stats(loaded, "test_accuracy", ("equizero",))
+    assert stats["step"].tolist() == [0, 1000, 2000, 3000, 4000] and set(stats["n"]) == {2}
+    assert make_plots.main(["--runs", str(runs), "--out", str(tmp_path / "figs")]) == 0
+    out = capsys.readouterr().out
+    assert "clip_finetune_rot90_cifar100.png" in out      # zero-shot runs did not block it
+    fig = make_plots.clip_finetune_curves(load_runs(runs))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "equizero (2 seeds)" in labels and "equizero (paper)" in labels
