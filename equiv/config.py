@@ -5,12 +5,14 @@ Errors are ``ConfigError``: ``run.py`` prints them as one line and exits with co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_GROUPS = ("task", "method", "backbone", "group", "logger", "experiment")
+DEVICES = ("cpu", "cuda", "mps")
 
 
 class ConfigError(ValueError):
@@ -160,11 +162,17 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed={cfg.seed!r} must be an integer")
     _positive(cfg, "cpu_threads")
-    for path in ("task.finetune.steps", "method.lambda_phase.steps", "task.pretrain.epochs"):
+    if cfg.device != "auto" and not re.fullmatch(rf"({'|'.join(DEVICES)})(:\d+)?", str(cfg.device)):
+        raise ConfigError(f"device={cfg.device!r} is not valid; valid: auto, "
+                          f"{', '.join(DEVICES)} (optionally with an index, e.g. cuda:1)")
+    for path in ("task.finetune.steps", "method.lambda_phase.steps"):
         _positive(cfg, path, allow_zero=True)
-    for path in ("task.finetune.lr", "task.finetune.batch_size", "task.finetune.eval_every",
-                 "task.pretrain.lr", "task.pretrain.batch_size", "method.lambda_phase.lr",
-                 "method.lambda_phase.batch_size", "task.eval.batch_size"):
+    # A pretraining of zero epochs would record an untrained backbone as pretrained; random
+    # weights are asked for with backbone.pretrained=false.
+    for path in ("task.pretrain.epochs", "task.finetune.lr", "task.finetune.batch_size",
+                 "task.finetune.eval_every", "task.pretrain.lr", "task.pretrain.batch_size",
+                 "method.lambda_phase.lr", "method.lambda_phase.batch_size",
+                 "task.eval.batch_size"):
         _positive(cfg, path)
 
 

@@ -55,9 +55,9 @@ class RegardScorer:
                  offline: bool | None = None, batch_size: int = 32, device: str = "cpu") -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-        from equiv.backbones.gpt2 import hf_cache_dir, hub_offline
+        from equiv.backbones.gpt2 import hf_cache_dir
 
-        offline = hub_offline() if offline is None else offline
+        offline = True if offline is None else offline       # runs: local files only
         folder = hf_cache_dir(cache_dir)
         try:
             tokenizer = AutoTokenizer.from_pretrained(model, cache_dir=folder,

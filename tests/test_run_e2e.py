@@ -31,11 +31,42 @@ def run_py(*args, cwd):
      "Could not override 'task.finetune.lr'. To append to your config use +task.finetune.lr=3 "
      "(Key 'lr' is not in struct)"),
     (["-m", "seed=0,1", "task.eval.no_such_key=1"], "Could not override 'task.eval.no_such_key'"),
+    (["task=nope"], "unknown task 'nope'; valid task options: clip_flip"),
+    (["method=nope"], "unknown method 'nope'; valid method options: equitune, equizero"),
+    (["backbone=nope"], "unknown backbone 'nope'; valid backbone options: clip_rn101"),
+    (["logger=nope"], "unknown logger 'nope'; valid logger options: none, wandb"),
+    (["task=scan_add_jump", "group=rot90"], "group=rot90 does not fit task scan_add_jump"),
+    (["task=dqn_cartpole", "group=grid_rot90"], "group=grid_rot90 does not fit task dqn_cartpole"),
+    (["task=nlg_race_respect", "group=word_swap_gender"],
+     "group=word_swap_gender does not fit task nlg_race_respect"),
+    (["task=scan_add_jump", "backbone=small_cnn"],
+     "backbone 'small_cnn' does not fit task scan_add_jump"),
+    (["task.pretrain.epochs=0"], "task.pretrain.epochs=0 must be > 0"),
+    (["task.finetune.batch_size=0"], "task.finetune.batch_size=0 must be > 0"),
+    (["task.pretrain.lr=-0.1"], "task.pretrain.lr=-0.1 must be > 0"),
+    (["task.finetune.lr=abc"], "task.finetune.lr='abc' must be a number"),
+    (["task=scan_around_right", "task.finetune.iterations=-5"],
+     "task.finetune.iterations=-5 must be an integer >= 0"),
+    (["seed=abc"], "seed='abc' must be an integer"),
+    (["cpu_threads=0"], "cpu_threads=0 must be > 0"),
+    (["device=tpu"], "device='tpu' is not valid; valid: auto, cpu, cuda, mps"),
+    (["task.eval.transform_mode=sometimes"], "task.eval.transform_mode='sometimes' is not valid"),
+    (["method=lambda_equitune", "method.normalization=relu"],
+     "method.normalization='relu' is not valid; valid: softplus, softmax"),
+    (["task=dqn_gridworld", "method=equizero", "method.surrogate=bogus"],
+     "method.surrogate='bogus' is not valid"),
+    (["task=scan_add_jump", "task.combine=max"], "task.combine='max' is not valid"),
+    (["task=clip_rot90", "task.dataset=mnist"], "task.dataset='mnist' is not valid"),
+    (["task=fmnist_rot90", "task.data.root=/nonexistent/fmnist"],
+     "not found (looked in: /nonexistent/fmnist); fetch it with: python scripts/prefetch.py"),
+    (["task=clip_rot90"], "open_clip weights RN50/openai not found"),
+    (["task=cnn_cifar10_rot90"], "torchvision ImageNet weights ResNet18_Weights.IMAGENET1K_V1"),
+    (["task=nlg_race_respect"], "GPT-2 weights 'gpt2' not found"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment, tmp_path):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    proc = run_py(*args, f"output_root={tmp_path}", cwd=tmp_path)
+    proc = run_py(*args, f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
     elapsed = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -8,7 +8,6 @@ left-padded batch with a KV cache, returning the last position's logits and hidd
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +26,6 @@ FETCH_COMMAND = "python scripts/prefetch.py task=nlg_gender_respect"
 def hf_cache_dir(cache_dir: str | Path) -> Path:
     """Where the suite keeps Hugging Face downloads (GPT-2, the regard classifier)."""
     return Path(cache_dir) / "huggingface"
-
-
-def hub_offline() -> bool:
-    """True when the Hugging Face hub must not be contacted (``HF_HUB_OFFLINE`` and friends)."""
-    flags = (os.environ.get(k, "") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
 
 
 @dataclass
@@ -96,12 +89,13 @@ class CausalLM(nn.Module):
 def load_gpt2(name: str, cache_dir: str | Path, offline: bool | None = None) -> CausalLM:
     """Pretrained GPT-2 (``gpt2``, ``gpt2-medium``, ...) from ``cache_dir/huggingface``.
 
-    Offline (``HF_HUB_OFFLINE=1``) only local files are read; missing weights raise
-    ``MissingResourceError`` naming the fetch command, never a random substitute.
+    Only local files are read (``scripts/prefetch.py`` downloads; a run never contacts the hub);
+    missing weights raise ``MissingResourceError`` naming the fetch command, never a random
+    substitute.
     """
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    offline = hub_offline() if offline is None else offline
+    offline = True if offline is None else offline       # runs: local files only
     folder = hf_cache_dir(cache_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=folder,

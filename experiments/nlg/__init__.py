@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from equiv.config import ConfigError, one_of, validate_method_options
 from equiv.data.nlg import TEMPLATES, WORD_SETS
+from experiments.nlg.resources import require_hub_model
 
 if TYPE_CHECKING:
     from equiv.experiment import Outcome, RunContext
@@ -51,6 +52,12 @@ def validate(cfg: DictConfig) -> None:
         one_of(cfg.method.proxy, SCORERS, "method.proxy")
     else:
         validate_method_options(cfg.method, SCORERS, "NLG")
+    # Last: the downloads this run needs are on disk (runs never contact the hub).
+    fetch = f"python scripts/prefetch.py task={task.name}"
+    if backbone.name == "gpt2" and backbone.pretrained:
+        require_hub_model(backbone.model, "GPT-2 weights", cfg.cache_dir, fetch)
+    if task.scorer == "regard" or (cfg.method.name == "equizero" and cfg.method.proxy == "regard"):
+        require_hub_model(task.regard_model, "regard classifier", cfg.cache_dir, fetch)
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
