@@ -56,3 +56,14 @@ def mean_std(mean: float, std: float, count: int, digits: int = 3) -> str:
     if count < 2 or pd.isna(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def config_get(run: dict[str, Any], *path: str, default: Any = None) -> Any:
+    """``run["config"][path[0]][path[1]]...``, or ``default`` where the path is missing (runs
+    written by older code, or by other task families, lack keys)."""
+    node: Any = run.get("config", {})
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from equiv.aggregate import load_runs
+from equiv.aggregate import config_get, load_runs
 from equiv.paper_numbers import load_paper
 
 Run = dict[str, Any]
@@ -349,15 +349,6 @@ CLIP_BARS = (("upright", "no transformation", "upright_accuracy", "0.85"),
 
 PAPER_MARKER = {"linestyle": "none", "marker": "_", "markersize": 14, "markeredgewidth": 2.2,
                 "color": "black", "gid": "paper"}
-
-
-def config_get(run: Run, *path: str, default: Any = None) -> Any:
-    node: Any = run.get("config", {})
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def seeds_label(counts: Iterable[int]) -> str:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from equiv.aggregate import METHOD_ORDER, load_runs, mean_std, runs_frame, summarize
+from equiv.aggregate import METHOD_ORDER, config_get, load_runs, mean_std, runs_frame, summarize
 from equiv.paper_numbers import PAPER_FILE, load_paper
 
 NOT_RUN = "not run"
@@ -249,15 +249,6 @@ def paper_table(records: list[Record], fields: Sequence[str], titles: Sequence[s
                 line.append(paper_cell(paper, table, col.metric, named, col.step))
         rows.append([*line, str(len(mine))])
     return rows
-
-
-def config_get(run: dict[str, Any], *path: str, default: Any = None) -> Any:
-    node: Any = run.get("config", {})
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def run_record(run: dict[str, Any], keys: tuple[str, ...]) -> Record:
