@@ -23,6 +23,18 @@ TINY = [
 ]
 
 
+# Every method and option combination the image property tests cover (tiny λ-network, no
+# dropout, so that exactness is tested, not noise).
+IMAGE_METHOD_CONFIGS = {
+    "equitune": {"name": "equitune"},
+    "lambda-softplus-features": {"name": "lambda_equitune", "normalization": "softplus",
+                                 "lambda_input": "features", "hidden": 8, "dropout": 0.0},
+    "lambda-softmax-input": {"name": "lambda_equitune", "normalization": "softmax",
+                             "lambda_input": "input", "hidden": 8, "dropout": 0.0},
+    "equizero-neg_max_prob": {"name": "equizero", "proxy": "neg_max_prob"},
+    "equizero-entropy-identity": {"name": "equizero", "proxy": "entropy", "surrogate": "identity"},
+}
+
 def compose_config(*overrides: str, tmp: Path | None = None) -> DictConfig:
     """The composed config for ``overrides``; outputs and cache under ``tmp`` when given."""
     register_resolvers()

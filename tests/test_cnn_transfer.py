@@ -24,18 +24,11 @@ from equiv.methods import Equitune, build_method
 from equiv.runner import execute, validate
 from equiv.testing import assert_equivariant, assert_invariant, equivariance_error
 from experiments.image_classification import resources
-from tests.helpers import compose_config
+from tests.helpers import IMAGE_METHOD_CONFIGS, compose_config
 from tests.test_run_e2e import run_py
 
 SIZES = {"resnet18": 32, "alexnet": 64}            # smallest cheap input sizes (AlexNet >= 63)
-METHODS = {
-    "equitune": {"name": "equitune"},
-    "lambda-features-softplus": {"name": "lambda_equitune", "normalization": "softplus",
-                                 "lambda_input": "features", "hidden": 8, "dropout": 0.0},
-    "lambda-input-softmax": {"name": "lambda_equitune", "normalization": "softmax",
-                             "lambda_input": "input", "hidden": 8, "dropout": 0.0},
-    "equizero": {"name": "equizero", "proxy": "neg_max_prob"},
-}
+METHODS = IMAGE_METHOD_CONFIGS
 TINY = ["task=cnn_cifar10_rot90", "backbone.pretrained=false", "backbone.input_size=32",
         "task.dataset=synthetic", "task.finetune.steps=4", "task.finetune.eval_every=2",
         "task.eval.batch_size=16", "task.eval.invariance_probe=4", "task.eval.selection_probe=8"]
@@ -198,7 +191,7 @@ def test_equivariant_maps_catch_a_g_versus_inverse_mistake(float64, backbones, a
     action = make_action("rot90", output="image")
     x = torch.rand(1, 3, 16, 16)
     assert dense(x).shape[-1] in (2, 3)                  # rotations move the map's entries
-    for name in ("equitune", "lambda-input-softmax", "equizero"):
+    for name in ("equitune", "lambda-softmax-input", "equizero-neg_max_prob"):
         model = build_method(METHODS[name], dense, action, (3, 16, 16)).eval()
         assert_equivariant(model, action, x, atol=1e-10)
     with pytest.raises(AssertionError, match="equivariance error"):

@@ -20,7 +20,7 @@ from equiv.groups import make_action
 from equiv.methods import build_method
 from equiv.runner import execute, validate
 from equiv.testing import assert_invariant, equivariance_error
-from tests.helpers import compose_config
+from tests.helpers import IMAGE_METHOD_CONFIGS, compose_config
 from tests.test_run_e2e import run_py
 
 N_TRAIN, N_TEST = 48, 24
@@ -176,15 +176,7 @@ def test_run_py_exits_2_on_a_missing_dataset(tmp_path):
 
 # --- the residual backbone under every method --------------------------------------------------
 
-METHOD_CONFIGS = {
-    "equitune": {"name": "equitune"},
-    "lambda-softplus-features": {"name": "lambda_equitune", "normalization": "softplus",
-                                 "lambda_input": "features", "hidden": 8, "dropout": 0.0},
-    "lambda-softmax-input": {"name": "lambda_equitune", "normalization": "softmax",
-                             "lambda_input": "input", "hidden": 8, "dropout": 0.0},
-    "equizero-neg_max_prob": {"name": "equizero", "proxy": "neg_max_prob"},
-    "equizero-entropy-identity": {"name": "equizero", "proxy": "entropy", "surrogate": "identity"},
-}
+METHOD_CONFIGS = IMAGE_METHOD_CONFIGS
 
 
 @pytest.fixture
