@@ -1,7 +1,7 @@
 """Benchmarks of the hot paths, each a ratio measured side by side in one process.
 
     python scripts/bench.py                      # every benchmark -> results/benchmarks.md
-    python scripts/bench.py --only scan --scan-loop-sample 300
+    python scripts/bench.py --only scan --scan-loop-sample 300   # replaces only that section
 
 Absolute times on shared CPU machines are noise; the ratios (both sides timed in the same
 process, one after the other) are the result. The "loop" sides re-implement the authors'
@@ -19,7 +19,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import argparse
 import importlib
 import platform
+import re
 import sys
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,18 +30,33 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from scripts.benchmarks import MODULES  # noqa: E402
+from scripts.benchmarks.common import Section  # noqa: E402
 
 
-def header(argv: list[str]) -> str:
-    command = " ".join(["python scripts/bench.py", *argv])
+def header() -> str:
     return "\n".join([
         "# Benchmarks", "",
-        f"Written by `{command}`; every ratio is measured in one process, both "
-        "sides one after the other.", "",
+        "Written by `scripts/bench.py` (each section names the command that wrote it); every "
+        "ratio is measured in one process, both sides one after the other.", "",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{platform.platform(terse=True)}",
         f"- Python {platform.python_version()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch thread(s)", ""])
+
+
+def sections_of(text: str) -> dict[str, str]:
+    """The ``## `` sections of a benchmarks file by title (what ``--only`` leaves in place)."""
+    parts = re.split(r"^(?=## )", text, flags=re.MULTILINE)
+    return {part.splitlines()[0][3:].strip(): part.rstrip("\n") + "\n"
+            for part in parts if part.startswith("## ")}
+
+
+def merge(old: str, new: list[Section]) -> str:
+    """Replace the sections that were rerun, keep the others in their place, append new ones."""
+    kept = sections_of(old)
+    fresh = {s.title: s.markdown() for s in new}
+    ordered = [fresh.pop(title, body) for title, body in kept.items()] + list(fresh.values())
+    return header() + "\n" + "\n".join(ordered)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(parser)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    sections = [modules[name].bench(args) for name in (args.only or sorted(modules))]
-    text = header(argv) + "\n" + "\n".join(s.markdown() for s in sections)
+    command = " ".join(["python scripts/bench.py", *argv])
+    sections = []
+    for name in args.only or sorted(modules):
+        section = modules[name].bench(args)
+        section.settings.insert(0, f"written by `{command}` on {date.today().isoformat()}")
+        sections.append(section)
+    old = args.out.read_text() if args.out.exists() and args.only else ""
+    text = merge(old, sections)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -8,8 +8,9 @@ step; they need to repeat, gather and drop rows of the state between steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from equiv.data.vocab import EOS, PAD, SOS
+
+if TYPE_CHECKING:
+    from equiv.backbones.seq2seq_inference import FrozenState
 
 __all__ = ["EOS", "PAD", "SOS", "DecoderState", "Seq2Seq", "pad_batch", "trim_at_eos"]
 
@@ -113,6 +117,9 @@ class Seq2Seq(nn.Module):
             self.att_query = nn.Linear(hidden, hidden, bias=False)
             self.att_combine = nn.Linear(2 * hidden, hidden)
         self.out = nn.Linear(hidden, out_vocab)
+        # Greedy decoding in eval mode without gradient runs the FrozenDecoder; False keeps
+        # decode_step (benchmarks measure what the frozen step adds on top of batching).
+        self.use_frozen_decoder = True
 
     # ------------------------------------------------------------------ encoder / decoder
     def encode(self, src: Tensor) -> DecoderState:
@@ -123,9 +130,15 @@ class Seq2Seq(nn.Module):
             raise ValueError("every source sequence needs at least one non-PAD token")
         b, s = src.shape
         emb = self.drop(self.src_embed(src))
-        packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out_packed, final = self.encoder(packed)
-        out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=s)
+        if bool((lengths == s).all()):
+            # No padding (evaluation batches are grouped by length): the unpacked call gives the
+            # same result and takes the fused (oneDNN) kernel, ~3x faster on CPU than packed.
+            out, final = self.encoder(emb)
+        else:
+            packed = pack_padded_sequence(emb, lengths.cpu(), batch_first=True,
+                                          enforce_sorted=False)
+            out_packed, final = self.encoder(packed)
+            out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=s)
         if self.bidirectional:
             out = out.view(b, s, 2, self.hidden).sum(2)
         # final states are [num_directions, B, H] and already in the original batch order.
@@ -169,25 +182,59 @@ class Seq2Seq(nn.Module):
         per-step logits ``[B, L, V]``; entries after a row's EOS are meaningless. Gradient and
         dropout follow the caller's ``torch.no_grad()`` / ``eval()`` settings. Without gradient,
         finished rows are dropped from the batch once they are a quarter of it, so a batch of
-        mixed output lengths costs about the sum of its lengths, not B × the longest.
+        mixed output lengths costs about the sum of its lengths, not B × the longest; in eval
+        mode the steps run through :class:`~equiv.backbones.seq2seq_inference.FrozenDecoder`.
         """
-        state = self.encode(src)
-        b, device = src.shape[0], src.device
         if torch.is_grad_enabled():
-            return self._greedy_dense(state, b, max_len, return_logits)
+            return self._greedy_dense(self.encode(src), src.shape[0], max_len, return_logits)
+        tokens, logits, _, _ = self._greedy_compact(src, max_len, return_logits, None)
+        return (tokens, logits) if return_logits else tokens
+
+    @torch.no_grad()
+    def greedy_decode_scored(self, src: Tensor, max_len: int,
+                             step_score: Callable[[Tensor], Tensor]
+                             ) -> tuple[Tensor, Tensor, Tensor]:
+        """Greedy decoding that also sums ``step_score(logits [R, V]) -> [R]`` over each row's
+        real positions (through its first EOS): ``(tokens [B, L], sums [B], counts [B])``.
+
+        For selecting among decodings (equizero's proxy) without keeping ``[B, L, V]`` logits;
+        no gradient.
+        """
+        tokens, _, sums, counts = self._greedy_compact(src, max_len, False, step_score)
+        assert sums is not None and counts is not None
+        return tokens, sums, counts
+
+    def _greedy_compact(self, src: Tensor, max_len: int, keep_logits: bool,
+                        step_score: Callable[[Tensor], Tensor] | None
+                        ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+        """The no-gradient greedy loop: finished rows leave the batch."""
+        state: DecoderState | FrozenState = self.encode(src)
+        step: Callable = self.decode_step
+        if not self.training and self.use_frozen_decoder:
+            from equiv.backbones.seq2seq_inference import FrozenDecoder
+
+            frozen = FrozenDecoder(self)
+            state, step = frozen.prepare(state), frozen.step
+        b, device = src.shape[0], src.device
         tokens = torch.full((b, max_len), PAD, dtype=torch.long, device=device)
-        logits_out = (torch.zeros(b, max_len, self.out_vocab, device=device)
-                      if return_logits else None)
+        dtype = self.out.weight.dtype
+        logits_out = torch.zeros(b, max_len, self.out_vocab, dtype=dtype, device=device) \
+            if keep_logits else None
+        sums = torch.zeros(b, dtype=dtype, device=device) if step_score is not None else None
+        counts = torch.zeros(b, dtype=torch.long, device=device)
         rows = torch.arange(b, device=device)          # original row of each active row
         alive = torch.ones(b, dtype=torch.bool, device=device)
         prev = torch.full((b,), SOS, dtype=torch.long, device=device)
         steps = 0
         for t in range(max_len):
-            logits, state = self.decode_step(state, prev)
+            logits, state = step(state, prev)
             tok = logits.argmax(1).masked_fill(~alive, PAD)
             tokens[rows, t] = tok
             if logits_out is not None:
-                logits_out[rows, t] = logits.to(logits_out.dtype)
+                logits_out[rows, t] = logits
+            if sums is not None and step_score is not None:
+                sums.index_add_(0, rows, step_score(logits).masked_fill(~alive, 0.0))
+            counts.index_add_(0, rows, alive.long())
             alive = alive & (tok != EOS)
             steps = t + 1
             n_alive = int(alive.sum())
@@ -199,7 +246,7 @@ class Seq2Seq(nn.Module):
                 state, rows, prev = state.index(keep), rows[keep], prev[keep]
                 alive = torch.ones(len(keep), dtype=torch.bool, device=device)
         out = tokens[:, :steps]
-        return (out, logits_out[:, :steps]) if logits_out is not None else out
+        return out, None if logits_out is None else logits_out[:, :steps], sums, counts
 
     def _greedy_dense(self, state: DecoderState, b: int, max_len: int,
                       return_logits: bool) -> Tensor | tuple[Tensor, Tensor]:

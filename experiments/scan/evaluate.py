@@ -20,14 +20,24 @@ def decode_all(model: SymmetrizedSeq2Seq, src: Tensor, batch_size: int, max_len:
     """
     order = by_source_length(src)
     out: list[list[int]] = [[] for _ in range(src.shape[0])]
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows in length_batches(src, order, batch_size):
         part = src[rows]
         part = part[:, : int((part != PAD).sum(1).max())].to(device)
         for row, seq in zip(rows.tolist(), trim_at_eos(model.decode(part, max_len).cpu()),
                             strict=True):
             out[row] = seq
     return out
+
+
+def length_batches(src: Tensor, order: Tensor, batch_size: int) -> list[Tensor]:
+    """Consecutive chunks of ``order`` (rows sorted by source length) of at most ``batch_size``
+    rows that never mix source lengths: unpadded batches encode without packing."""
+    lengths = (src[order] != PAD).sum(1)
+    batches = []
+    counts = torch.unique_consecutive(lengths, return_counts=True)[1].tolist()
+    for run in torch.split(order, counts):
+        batches.extend(torch.split(run, batch_size))
+    return batches
 
 
 def exact_match(model: SymmetrizedSeq2Seq, data: Encoded, batch_size: int, max_len: int,

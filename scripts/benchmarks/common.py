@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,3 +53,24 @@ def peak_rss_mb(fn: Callable[[], object]) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_allocated_mb(fn: Callable[[], object]) -> float:
+    """Peak bytes of CPU tensor memory allocated inside ``fn`` and alive at once (the torch
+    profiler's "Total Allocated" memory events; memory allocated before, e.g. the weights, is
+    not counted)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path, encoding="utf-8") as f:
+            events = json.load(f)["traceEvents"]
+    finally:
+        os.unlink(path)
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"
+              and e.get("args", {}).get("Device Type", 0) == 0]
+    return max(totals, default=0) / 2**20

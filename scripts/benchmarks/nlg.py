@@ -4,15 +4,12 @@ prefix recomputed for every new token, one group element after another)."""
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from scripts.benchmarks.common import Section, timed
+from scripts.benchmarks.common import Section, peak_allocated_mb, timed
 
 # name: (n_layer, n_embd, n_head, vocabulary size or None = the word list's)
 MODELS: dict[str, tuple[int, int, int, int | None]] = {
@@ -88,28 +85,6 @@ def authors_loop_generate(model: torch.nn.Module, group: LoopGroup, context: lis
         tokens.append(token)
         new.append(token)
     return new
-
-
-# -- measurement helpers -------------------------------------------------------------------------
-def peak_allocated_mb(fn: Callable[[], object]) -> float:
-    """Peak bytes of CPU tensor memory allocated inside ``fn`` and alive at once (the torch
-    profiler's "Total Allocated" memory events; memory allocated before, e.g. the weights, is
-    not counted)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    fd, path = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    try:
-        prof.export_chrome_trace(path)
-        with open(path, encoding="utf-8") as f:
-            events = json.load(f)["traceEvents"]
-    finally:
-        os.unlink(path)
-    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"
-              and e.get("args", {}).get("Device Type", 0) == 0]
-    return max(totals, default=0) / 2**20
 
 
 def build(model_name: str, group_name: str, samples: int) -> tuple:
