@@ -34,12 +34,25 @@ class Representation(ABC):
     def apply(self, x: Tensor, g: Tensor) -> Tensor:
         """Act with element ``g[b]`` on example ``x[b]``; ``g`` is a LongTensor ``[B]``."""
 
+    def apply_all(self, x: Tensor, order: int) -> Tensor:
+        """Every element ``0 .. order-1`` on the whole batch, group-major ``[order·B, ...]``.
+
+        The symmetrizers' hot path; representations override it when acting with one element
+        on a whole batch is cheaper than a per-row action on ``order`` stacked copies.
+        """
+        stacked = x.repeat(order, *([1] * (x.dim() - 1)))
+        elements = torch.arange(order, device=x.device).repeat_interleave(x.shape[0])
+        return self.apply(stacked, elements)
+
 
 class TrivialRepresentation(Representation):
     """Every element acts as the identity: invariant outputs (e.g. class logits)."""
 
     def apply(self, x: Tensor, g: Tensor) -> Tensor:
         return x
+
+    def apply_all(self, x: Tensor, order: int) -> Tensor:
+        return x.repeat(order, *([1] * (x.dim() - 1)))
 
 
 @dataclass(frozen=True)
@@ -117,11 +130,12 @@ class GroupAction:
 
     def act_in_all(self, x: Tensor) -> Tensor:
         """All ``|G|`` transformed copies of a batch, group-major: ``[|G|·B, ...]``."""
-        stacked = x.repeat(self.order, *([1] * (x.dim() - 1)))
-        return self.rep_in.apply(stacked, self.stacked_elements(x.shape[0], x.device))
+        return self.rep_in.apply_all(x, self.order)
 
     def act_out_inverse_all(self, y: Tensor) -> Tensor:
         """Map each row ``M(g·x)`` of a group-major stack back by ``g⁻¹``."""
+        if self.invariant_output:              # nothing to undo (and no per-call overhead)
+            return y
         batch = y.shape[0] // self.order
         g = self.stacked_elements(batch, y.device)
         return self.rep_out.apply(y, self.inverse(g))
