@@ -92,7 +92,9 @@ def check_group_overrides(argv: Sequence[str], config_dir: Path) -> None:
 
 def check_composes(argv: Sequence[str], config_dir: Path) -> None:
     """Compose the config once (a sweep's first cell) before Hydra runs, so that an unknown key
-    or a value that does not fit its node fails with one line instead of Hydra's report."""
+    or a value that does not fit its node fails with one line instead of Hydra's report; then
+    check it against the typed schemas (``equiv.schemas``: keys added with ``+`` and wrong
+    types), which ``validate`` repeats for every job of a sweep."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
@@ -110,13 +112,14 @@ def check_composes(argv: Sequence[str], config_dir: Path) -> None:
             cell.append(f"{ov.get_key_element()}={ov.get_value_element_as_str()}")
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            compose("config", overrides=cell)
+            cfg = compose("config", overrides=cell)
     except (HydraException, OmegaConfBaseException) as err:
         message = " ".join(line.strip() for line in str(err).splitlines()[:2])
         cause = err.__cause__
         if cause is not None and str(cause).strip():
             message += f" ({str(cause).splitlines()[0]})"
         raise ConfigError(message) from err
+    check_schemas(cfg)
 
 
 def one_of(value: object, valid: Sequence[str], key: str) -> None:
@@ -153,8 +156,17 @@ def _positive(cfg: DictConfig, path: str, allow_zero: bool = False) -> None:
         raise ConfigError(f"{path}={value} must be {bound}")
 
 
+def check_schemas(cfg: DictConfig) -> None:
+    """Each group node of ``cfg`` against its typed schema (imported here: no import cycle)."""
+    from equiv.schemas import check_schemas as check
+
+    check(cfg)
+
+
 def validate(cfg: DictConfig) -> None:
-    """Checks common to every task; the task family's ``validate`` adds its own."""
+    """Checks common to every task; the task family's ``validate`` adds its own. First the typed
+    schemas (``equiv.schemas``): every job of a sweep, not only the cell ``check_composes`` saw."""
+    check_schemas(cfg)
     compatible = list(cfg.task.get("compatible_groups") or [])
     if compatible and cfg.group.name not in compatible:
         raise ConfigError(f"group={cfg.group.name} does not fit task {cfg.task.name}; valid "

@@ -1,0 +1,612 @@
+"""Typed schemas for the five config groups (task, method, backbone, group, logger).
+
+Why a check and not Hydra's own schema pattern: a config node here is shaped by several files
+(a task file also sets ``method.*`` and top-level keys; tests and presets add ``++method.*``
+keys for every method), and the family decides which schema applies. So the composed config is
+checked against the schema its ``task.family`` / ``method.name`` / ``backbone.name`` /
+``group.name`` / ``logger.name`` selects, by ``check_schemas``: in ``equiv.config.check_composes``
+(before Hydra runs) and in ``equiv.config.validate`` (every job of a sweep). The yaml files stay
+plain, the composed config is not converted, and errors are one line with the key's full path.
+
+Conventions:
+  * a field without a default must be present; a field with a default (``absent_ok()``) may be
+    left out, the code then applies its own default;
+  * ``... | None`` means null is a valid value; ``Any`` marks a genuinely free-form node;
+  * ``float`` accepts integers, ``int`` accepts neither floats nor booleans, and no type
+    accepts a string of digits (nothing is converted: the code sees what was given);
+  * ``Ignored[X]``: keys the code ignores in this context (λ-equitune's settings under another
+    method); their types and names are checked, none is required.
+
+Torch-free and fast (well under a millisecond per config node).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar, Union
+
+from omegaconf import DictConfig, ListConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from equiv.config import ConfigError
+
+T = TypeVar("T")
+IGNORED = "ignored"
+Ignored = Annotated[T, IGNORED]
+
+
+def absent_ok() -> Any:
+    """A key that may be left out of the config (the code then uses its own default)."""
+    return field(default=None)
+
+
+schema = dataclass(kw_only=True)       # kw_only: required fields may follow optional ones
+
+
+# --- shared pieces ---------------------------------------------------------------------------
+
+@schema
+class Synthetic:
+    """Seeded stand-in data (``task.dataset=synthetic``, tests)."""
+
+    train: int
+    test: int
+    classes: int
+    seed: int
+
+
+@schema
+class Eval:
+    batch_size: int
+    transform_mode: str                          # per_example | per_batch
+    invariance_probe: int
+
+
+@schema
+class ImageEval(Eval):
+    selection_probe: int = absent_ok()           # default: every test image
+
+
+@schema
+class TaskBase:
+    """Keys every task has."""
+
+    name: str
+    family: str
+    compatible_groups: list[str]
+    equizero_proxy: str
+
+
+# --- task: image classification (digits, Fashion-MNIST, torchvision CNNs on CIFAR-10) --------
+
+@schema
+class ImageData:
+    split_seed: int
+    test_fraction: float = absent_ok()           # digits
+    root: str | None = absent_ok()               # null = under cache_dir
+    train_size: int | None = absent_ok()         # null = all
+    test_size: int | None = absent_ok()
+    synthetic: Synthetic = absent_ok()
+
+
+@schema
+class ImagePretrain:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+
+
+@schema
+class ImageFinetune:
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    eval_every: int
+    optimizer: str = absent_ok()                 # default adam
+    momentum: float = absent_ok()
+    checkpoint_every: int | None = absent_ok()   # default eval_every
+
+
+@schema
+class ImageTask(TaskBase):
+    dataset: str
+    transform: str
+    data: ImageData
+    finetune: ImageFinetune
+    eval: ImageEval
+    pretrain: ImagePretrain = absent_ok()        # backbones the suite pretrains itself
+    paper_code_compat: bool = absent_ok()
+    head: str = absent_ok()                      # replace | authors (ImageNet backbones)
+    train_backbone: bool = absent_ok()
+
+
+# --- task: CLIP --------------------------------------------------------------------------------
+
+@schema
+class ClipHead:
+    logit_scale: str | float                     # "clip" (the model's) or a number
+    output: str
+
+
+@schema
+class ClipData:
+    limit_test: int | None
+    num_workers: int
+    synthetic: Synthetic
+
+
+@schema
+class ClipFinetune:
+    steps: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    eval_every: int
+
+
+@schema
+class ClipTask(TaskBase):
+    dataset: str
+    transform: str
+    paper_code_compat: bool
+    head: ClipHead
+    lambda_combine: str
+    data: ClipData
+    finetune: ClipFinetune
+    eval: Eval
+
+
+# --- task: SCAN --------------------------------------------------------------------------------
+
+@schema
+class ScanData:
+    validation_fraction: float
+    split_seed: int
+    eval_limit: int | None
+
+
+@schema
+class ScanPretrain:
+    examples: int
+    batch_size: int
+    lr: float
+    schedule: str
+    teacher_forcing: float
+    clip_norm: float
+    eval_every_examples: int
+    seed: int
+
+
+@schema
+class ScanFinetune:
+    iterations: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    clip_norm: float
+    teacher_forcing: float
+    eval_every: int
+
+
+@schema
+class ScanTask(TaskBase):
+    split: str
+    combine: str
+    select_model: str
+    paper_code_compat: bool
+    max_decode_len: int
+    eval_batch_size: int
+    data: ScanData
+    pretrain: ScanPretrain
+    finetune: ScanFinetune
+
+
+# --- task: DQN ---------------------------------------------------------------------------------
+
+@schema
+class DqnSettings:
+    """``equiv.rl.DQNConfig``'s fields (a test keeps them equal); absent ones take its defaults."""
+
+    total_steps: int = absent_ok()
+    num_envs: int = absent_ok()
+    buffer_size: int = absent_ok()
+    batch_size: int = absent_ok()
+    gamma: float = absent_ok()
+    lr: float = absent_ok()
+    learning_starts: int = absent_ok()
+    train_frequency: int = absent_ok()
+    gradient_steps: int = absent_ok()
+    target_update_period: int = absent_ok()
+    tau: float = absent_ok()
+    eps_start: float = absent_ok()
+    eps_end: float = absent_ok()
+    exploration_fraction: float = absent_ok()
+    huber_delta: float = absent_ok()
+    max_grad_norm: float | None = absent_ok()
+    double_dqn: bool = absent_ok()
+    eval_every: int = absent_ok()
+    eval_episodes: int = absent_ok()
+    eval_seed: int = absent_ok()
+    eval_at_start: bool = absent_ok()
+    keep_best: bool = absent_ok()
+    checkpoint_every: int | None = absent_ok()
+
+
+@schema
+class DqnPretrain:
+    seed: int
+    dqn: DqnSettings
+
+
+@schema
+class DqnFinetune:
+    enabled: bool
+    dqn: DqnSettings
+
+
+@schema
+class DqnTask(TaskBase):
+    env: str
+    env_kwargs: dict[str, Any]                   # passed to the environment as they are
+    equizero_surrogate: str
+    pretrain: DqnPretrain
+    finetune: DqnFinetune
+
+
+# --- task: NLG ---------------------------------------------------------------------------------
+
+@schema
+class NlgTask(TaskBase):
+    context: str
+    demographics: list[str] | None               # null = the group's
+    relaxed: bool
+    combine: str
+    scorer: str
+    regard_model: str
+    samples_per_prompt: int
+    max_new_tokens: int
+    top_k: int
+    batch_size: int
+    score_batch_size: int
+
+
+TASKS: dict[str, type] = {"image_classification": ImageTask, "clip": ClipTask, "scan": ScanTask,
+                          "dqn": DqnTask, "nlg": NlgTask}
+
+
+# --- method ------------------------------------------------------------------------------------
+
+@schema
+class LambdaPhase:
+    """λ-equitune's phase 1: the λ-network alone, backbone frozen."""
+
+    steps: int
+    batch_size: int
+    lr: float
+
+
+@schema
+class ClipLambdaPhase(LambdaPhase):
+    """The CLIP tasks' λ phase (SGD with momentum over a pool of cached features)."""
+
+    momentum: float
+    pool: int
+    select_every: int
+    select_images: int
+
+
+# The λ-phase schema a family uses, where it differs from ``LambdaPhase``.
+LAMBDA_PHASES: dict[str, type] = {"clip": ClipLambdaPhase}
+
+
+@schema
+class Method:
+    """Keys of every method. A task may set λ-equitune's settings for every method (the CLIP
+    tasks do, so that ``method.lambda_phase.*`` overrides work in sweeps); others ignore them."""
+
+    name: str
+    chunk_size: int | None                       # null = all |G|*B views at once
+    freeze_lambda: bool = absent_ok()
+    lambda_phase: Ignored[LambdaPhase] = absent_ok()
+
+
+@schema
+class Equizero(Method):
+    proxy: str
+    surrogate: str
+    tie_tolerance: float
+
+
+@schema
+class LambdaEquitune(Method):
+    normalization: str
+    lambda_input: str
+    detach_features: bool
+    hidden: int
+    dropout: float
+    freeze_lambda: bool
+    lambda_phase: LambdaPhase
+
+
+METHODS: dict[str, type] = {"vanilla": Method, "equitune": Method,
+                            "lambda_equitune": LambdaEquitune, "equizero": Equizero}
+
+
+# --- backbone ----------------------------------------------------------------------------------
+
+@schema
+class Backbone:
+    name: str
+    pretrained: bool                             # false = explicit random init, recorded
+
+
+@schema
+class SmallCnn(Backbone):
+    channels: list[int]
+    hidden: int
+    dropout: float
+
+
+@schema
+class SmallResnet(Backbone):
+    width: int
+    blocks: list[int]
+
+
+@schema
+class TorchvisionCnn(Backbone):
+    arch: str
+    weights: str
+    input_size: int
+
+
+@schema
+class Clip(Backbone):
+    arch: str
+    tag: str | None
+    quick_gelu: bool | None                      # null = as the tag was trained
+    precision: str
+    model_config: dict[str, Any] | None          # an open_clip architecture, free-form
+
+
+@schema
+class Gpt2(Backbone):
+    model: str
+
+
+@schema
+class TinyGpt2(Gpt2):
+    n_layer: int
+    n_embd: int
+    n_head: int
+    seed: int
+
+
+@schema
+class QNet(Backbone):
+    """DQN Q-networks; ``kind`` selects the schema."""
+
+    kind: str
+
+
+@schema
+class QNetCnn(QNet):
+    channels: list[int]
+    hidden: int
+
+
+@schema
+class QNetMlp(QNet):
+    hidden: list[int]
+
+
+@schema
+class Seq2seq(Backbone):
+    cell: str
+    hidden: int
+    dropout: float
+    bidirectional: bool
+    attention: bool
+
+
+QNETS: dict[str, type] = {"cnn": QNetCnn, "mlp": QNetMlp}      # by backbone.kind
+BACKBONES: dict[str, type] = {
+    "small_cnn": SmallCnn, "small_resnet": SmallResnet,
+    "tv_resnet18": TorchvisionCnn, "tv_alexnet": TorchvisionCnn,
+    **dict.fromkeys(("clip_rn50", "clip_rn101", "clip_vitb32", "clip_vitb16", "tiny_clip"), Clip),
+    "gpt2": Gpt2, "tiny_gpt2": TinyGpt2,
+    **dict.fromkeys(("qnet_cnn", "qnet_tiny_cnn", "qnet_mlp", "qnet_tiny_mlp"), QNet),
+    **dict.fromkeys(("seq2seq_rnn", "seq2seq_gru", "seq2seq_lstm", "seq2seq_tiny"), Seq2seq),
+}
+
+
+# --- group and logger --------------------------------------------------------------------------
+
+@schema
+class Group:
+    """Image, DQN and SCAN groups: built by ``equiv.groups.make_action(name, **kwargs)``."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+
+@schema
+class WordSwapGroup:
+    """NLG word-swap groups (``word_swap_*``)."""
+
+    name: str
+    word_set: str
+    demographics: list[str]
+    on_multi_token: str
+
+
+@schema
+class NoLogger:
+    name: str
+
+
+@schema
+class WandbLogger:
+    name: str
+    project: str | None                          # null = equiv
+    entity: str | None
+    group: str | None                            # null = exp_name
+    tags: list[str]
+    mode: str | None                             # null = automatic
+    run_name: str | None
+
+
+LOGGERS: dict[str, type] = {"none": NoLogger, "wandb": WandbLogger}
+
+
+# --- selection ---------------------------------------------------------------------------------
+
+def _select(table: Mapping[str, type], value: object, key: str) -> type:
+    if not isinstance(value, str) or value not in table:
+        raise ConfigError(f"{key}={value!r} has no schema; valid: {', '.join(sorted(table))} "
+                          "(a new one goes in equiv/schemas.py)")
+    return table[value]
+
+
+def schemas_for(cfg: DictConfig) -> dict[str, tuple[type, dict[type, type]]]:
+    """The schema of each group node of ``cfg`` (and the family's refinements of its parts)."""
+    task, backbone = cfg.task, cfg.backbone
+    family = task.get("family")
+    backbone_schema = _select(BACKBONES, backbone.get("name"), "backbone.name")
+    if backbone_schema is QNet:
+        backbone_schema = _select(QNETS, backbone.get("kind"), "backbone.kind")
+    group_name = cfg.group.get("name")
+    word_swap = isinstance(group_name, str) and group_name.startswith("word_swap_")
+    refine = {LambdaPhase: LAMBDA_PHASES[family]} if family in LAMBDA_PHASES else {}
+    return {
+        "task": (_select(TASKS, family, "task.family"), {}),
+        "method": (_select(METHODS, cfg.method.get("name"), "method.name"), refine),
+        "backbone": (backbone_schema, {}),
+        "group": (WordSwapGroup if word_swap else Group, {}),
+        "logger": (_select(LOGGERS, cfg.logger.get("name"), "logger.name"), {}),
+    }
+
+
+def check_schemas(cfg: DictConfig) -> None:
+    """Every group node of ``cfg`` against its schema; ``ConfigError`` naming the key's path."""
+    for group, (node_schema, refine) in schemas_for(cfg).items():
+        check_value(cfg[group], node_schema, group, refine)
+
+
+# --- the check ---------------------------------------------------------------------------------
+
+NoneType = type(None)
+WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+         list: "a list", dict: "a mapping"}
+
+
+@functools.cache
+def fields_of(cls: type) -> dict[str, tuple[Any, bool]]:
+    """``{name: (type, required)}`` of a schema dataclass (annotations resolved once)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {f.name: (hints[f.name], f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+            for f in dataclasses.fields(cls)}
+
+
+def describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return describe(typing.get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        words = [describe(a) for a in args if a is not NoneType]
+        return " or ".join(words + (["null"] if NoneType in args else []))
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping ({tp.__name__})"
+    return WORDS.get(origin or tp, str(tp))
+
+
+def show(value: object) -> str:
+    """A value as it was written on the command line or in yaml."""
+    if value is None or isinstance(value, bool):
+        return str(value).lower().replace("none", "null")
+    return repr(value)
+
+
+def matches(value: object, tp: Any) -> bool:
+    """Whether a leaf value has type ``tp`` (one of ``WORDS``' types, or ``Any``)."""
+    if tp is Any:
+        return True
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def check_value(value: Any, tp: Any, path: str, refine: Mapping[type, type] | None = None,
+                partial: bool = False) -> None:
+    """Raise ``ConfigError`` unless ``value`` (at ``path``) has type ``tp``."""
+    refine = refine or {}
+    declared = tp
+    if typing.get_origin(tp) is Annotated:
+        tp, *extras = typing.get_args(tp)
+        partial = partial or IGNORED in extras
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and NoneType in args:
+            return
+        options = [a for a in args if a is not NoneType]
+        if len(options) > 1:
+            if not any(matches(value, a) for a in options):
+                raise ConfigError(f"{path}={show(value)} must be {describe(declared)}")
+            return
+        tp = options[0]
+    tp = refine.get(tp, tp)
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) or origin is dict:
+        if not isinstance(value, DictConfig):
+            raise ConfigError(f"{path}={show(value)} must be {describe(declared)}")
+        if origin is dict:
+            for key in value:
+                check_value(_child(value, key, path), typing.get_args(tp)[1], f"{path}.{key}",
+                            refine, partial)
+            return
+        _check_fields(value, tp, path, refine, partial)
+    elif origin is list:
+        if not isinstance(value, ListConfig):
+            raise ConfigError(f"{path}={show(value)} must be {describe(declared)}")
+        (item,) = typing.get_args(tp)
+        for i in range(len(value)):
+            check_value(_child(value, i, path), item, f"{path}[{i}]", refine, partial)
+    elif not matches(value, tp):
+        raise ConfigError(f"{path}={show(value)} must be {describe(declared)}")
+
+
+def _check_fields(node: DictConfig, cls: type, path: str, refine: Mapping[type, type],
+                  partial: bool) -> None:
+    fields = fields_of(cls)
+    unknown = [str(k) for k in node if k not in fields]
+    if unknown:
+        raise ConfigError(f"{path} has unknown keys {', '.join(unknown)} "
+                          f"({', '.join(f'{path}.{k}' for k in unknown)}); valid: "
+                          f"{', '.join(sorted(fields))}")
+    for name, (tp, required) in fields.items():
+        if name in node:
+            check_value(_child(node, name, path), tp, f"{path}.{name}", refine, partial)
+        elif required and not partial:
+            raise ConfigError(f"{path}.{name} is missing ({cls.__name__} requires it)")
+
+
+def _child(node: DictConfig | ListConfig, key: str | int, path: str) -> Any:
+    """``node[key]`` with interpolations resolved; a failure names the key."""
+    try:
+        return node[key]
+    except OmegaConfBaseException as err:
+        where = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}"
+        raise ConfigError(f"{where}: {str(err).splitlines()[0]}") from err
