@@ -35,13 +35,14 @@ def runs_frame(runs: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def summarize(frame: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    """Per configuration: ``<metric>_mean``, ``_std`` (sample, ddof=1) and ``_n`` over seeds.
+    """Per configuration: ``<metric>_mean``, ``_std`` (sample, ddof=1), ``_max`` and ``_n`` over
+    seeds.
 
     Only pretrained runs count (random initialisation is a control, not a result).
     """
     frame = frame[frame["pretrained"].astype(bool)]
     present = [m for m in metrics if m in frame.columns]
-    stats = frame.groupby(list(KEYS), sort=False)[present].agg(["mean", "std", "count"])
+    stats = frame.groupby(list(KEYS), sort=False)[present].agg(["mean", "std", "max", "count"])
     stats.columns = [f"{m}_{'n' if s == 'count' else s}" for m, s in stats.columns]
     stats = stats.reset_index()
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}

@@ -63,7 +63,7 @@ def cell(row, metric: str, digits: int | None) -> str:
     if f"{metric}_mean" not in row.index or row[f"{metric}_n"] == 0:
         return "—"
     if digits is None:                       # an error magnitude: the worst seed matters
-        return f"{row[f'{metric}_mean']:.1e}"
+        return f"{row[f'{metric}_max']:.1e}"
     return mean_std(row[f"{metric}_mean"], row[f"{metric}_std"], int(row[f"{metric}_n"]), digits)
 
 
