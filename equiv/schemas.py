@@ -496,8 +496,41 @@ def schemas_for(cfg: DictConfig) -> dict[str, tuple[type, dict[type, type]]]:
     }
 
 
+@schema
+class Root:
+    """The top-level keys of ``configs/config.yaml`` (the groups have their own schemas)."""
+
+    seed: int
+    device: str
+    cpu_threads: int | None
+    exp_name: str
+    output_root: str
+    cache_dir: str
+    force: bool
+    run_subdir: Any                      # a Hydra interpolation: resolvable only inside a run
+
+
+ROOT_GROUPS = ("task", "method", "backbone", "group", "logger")
+
+
+def check_root(cfg: DictConfig) -> None:
+    """No unknown top-level keys (``+sed=1``), and the top-level values have their types."""
+    fields = fields_of(Root)
+    unknown = [str(k) for k in cfg if k not in fields and k not in ROOT_GROUPS and k != "hydra"]
+    if unknown:
+        raise ConfigError(f"unknown top-level keys {', '.join(unknown)}; valid: "
+                          f"{', '.join(sorted([*fields, *ROOT_GROUPS]))}")
+    for name, (tp, required) in fields.items():
+        if name not in cfg:
+            if required:
+                raise ConfigError(f"{name} is missing (configs/config.yaml sets it)")
+        elif tp is not Any:
+            check_value(_child(cfg, name, ""), tp, name)
+
+
 def check_schemas(cfg: DictConfig) -> None:
     """Every group node of ``cfg`` against its schema; ``ConfigError`` naming the key's path."""
+    check_root(cfg)
     for group, (node_schema, refine) in schemas_for(cfg).items():
         check_value(cfg[group], node_schema, group, refine)
 

@@ -230,3 +230,14 @@ def test_int_is_a_float_but_not_the_reverse():
     message = "task.finetune.batch_size=32.0 must be an integer"
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_schemas(compose_config("task.finetune.batch_size=32.0"))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+sed=1", "unknown top-level keys sed; valid: backbone, cache_dir"),
+    ("force=maybe", "force='maybe' must be true or false"),
+    ("cpu_threads=1.5", "cpu_threads=1.5 must be an integer or null"),
+    ("seed=abc", "seed='abc' must be an integer"),
+])
+def test_top_level_keys_are_typed_too(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_schemas(compose_config(override))

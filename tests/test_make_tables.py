@@ -15,7 +15,8 @@ def fake_run(root, method, seed, zeroshot, finetuned, pretrained=True, status="c
             "group": "rot90", "seed": seed, "pretrained": pretrained,
             "config": {"task": {"family": "image_classification"}},
             "metrics": {"upright_accuracy": 0.98, "zeroshot_accuracy": zeroshot,
-                        "finetuned_accuracy": finetuned, "finetuned_invariance_error": invariance_error}}
+                        "finetuned_accuracy": finetuned,
+                        "finetuned_invariance_error": invariance_error}}
     write_results(run_dir, data)
 
 
