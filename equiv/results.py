@@ -113,6 +113,33 @@ def to_jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+# Environment variables whose values are credentials: never written into a results file.
+_SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
+def _secret_values() -> set[str]:
+    """Values of credential-named variables; long, path- and space-free ones only, so that a
+    variable such as ``SSH_KEY_DIR=/root`` does not blank every path."""
+    return {value for name, value in os.environ.items()
+            if len(value) >= 16 and os.sep not in value and not any(c.isspace() for c in value)
+            and any(part in name.upper() for part in _SECRET_NAME_PARTS)}
+
+
+def redact_secrets(obj: Any, secrets: set[str] | None = None) -> Any:
+    """``obj`` with every string containing a credential from the environment (e.g. a W&B API
+    key passed as a config override by mistake) replaced by ``"<redacted>"``."""
+    secrets = _secret_values() if secrets is None else secrets
+    if not secrets:
+        return obj
+    if isinstance(obj, str):
+        return "<redacted>" if any(secret in obj for secret in secrets) else obj
+    if isinstance(obj, dict):
+        return {k: redact_secrets(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_secrets(v, secrets) for v in obj]
+    return obj
+
+
 def _iso_utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat()
 
@@ -127,7 +154,8 @@ def build_results(
     device: str,
     extra: dict | None = None,
 ) -> dict:
-    """Assemble the results.json payload for a finished run (already JSON-serialisable)."""
+    """Assemble the results.json payload for a finished run (already JSON-serialisable, no
+    credentials from the environment in it)."""
     results = {
         "schema_version": SCHEMA_VERSION,
         "status": "complete",
@@ -148,7 +176,7 @@ def build_results(
         "wall_time_s": wall_time_s,
         **(extra or {}),
     }
-    return to_jsonable(results)
+    return redact_secrets(to_jsonable(results))
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

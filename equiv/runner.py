@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from equiv.config import ConfigError
 from equiv.config import validate as validate_common
 
 
@@ -52,12 +53,34 @@ def validate(cfg: DictConfig) -> None:
 
 
 def execute(cfg: DictConfig, run_dir: Path) -> RunReport:
-    """Validate, then run ``cfg`` into ``run_dir`` unless a complete result is already there."""
-    validate(cfg)
-    from equiv.results import RESULTS_FILE, is_complete
+    """Validate, then run ``cfg`` into ``run_dir`` unless a complete result is already there.
 
-    if is_complete(run_dir) and not cfg.force:
-        return RunReport(run_dir / RESULTS_FILE, skipped=True, summary=[])
+    The run directory is locked for the whole run (a second job on it fails fast with
+    ``RunDirBusyError``), and a complete result written by a *different* config is refused
+    (``ConfigError``) rather than skipped or overwritten, unless ``force=true``. Starting a run
+    removes any earlier results.json first, so an interrupted run never leaves one behind.
+    """
+    validate(cfg)
+    from equiv.checkpoints import config_differences, run_dir_lock
+    from equiv.results import RESULTS_FILE, is_complete, read_results
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    with run_dir_lock(run_dir):
+        if is_complete(run_dir) and not cfg.force:
+            previous = read_results(run_dir) or {}
+            diff = config_differences(previous.get("config") or {}, plain)
+            if diff:
+                shown = ", ".join(diff[:4]) + (", ..." if len(diff) > 4 else "")
+                raise ConfigError(f"{run_dir / RESULTS_FILE} holds the result of a different "
+                                  f"config ({shown} differ); use another output_root, or "
+                                  "force=true to replace it")
+            return RunReport(run_dir / RESULTS_FILE, skipped=True, summary=[])
+        (run_dir / RESULTS_FILE).unlink(missing_ok=True)
+        return _run(cfg, plain, run_dir)
+
+
+def _run(cfg: DictConfig, plain: dict, run_dir: Path) -> RunReport:
     if cfg.get("cpu_threads"):
         limit_cpu_threads(int(cfg.cpu_threads))
 
@@ -67,8 +90,6 @@ def execute(cfg: DictConfig, run_dir: Path) -> RunReport:
     from equiv.training import resolve_device
     from experiments import family_module
 
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(plain, dict)
     started = time.time()
     device = resolve_device(cfg.device)
     logger = make_logger(cfg.logger, plain, run_dir)

@@ -46,24 +46,59 @@ def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterat
             yield order[start:start + batch_size]
 
 
-def check_finite(loss: Tensor, step: int) -> None:
+class IndexBatches:
+    """``index_batches`` with a state that can be saved and restored, for exact resumes.
+
+    Yields the same batches as ``index_batches`` and draws from ``generator`` at the same
+    moments (a permutation when an epoch starts), so switching between them changes nothing.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        self.generator, self.batch_size = generator, batch_size
+        self.starts = list(range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size))
+        self.n, self.order, self.position = n, torch.empty(0, dtype=torch.long), len(self.starts)
+
+    def __iter__(self) -> IndexBatches:
+        return self
+
+    def __next__(self) -> Tensor:
+        if self.position >= len(self.starts):
+            self.order, self.position = torch.randperm(self.n, generator=self.generator), 0
+        start = self.starts[self.position]
+        self.position += 1
+        return self.order[start:start + self.batch_size]
+
+    def state_dict(self) -> dict[str, Tensor | int]:
+        return {"order": self.order.clone(), "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
+        order, position = state["order"], state["position"]
+        assert isinstance(order, Tensor) and isinstance(position, int)
+        self.order, self.position = order.clone(), position
+
+
+def check_finite(loss: Tensor, step: int, stage: str = "") -> None:
+    """Stop before a NaN/inf loss reaches the weights (the last checkpoint stays good)."""
     if not math.isfinite(loss.item()):
-        raise NonFiniteLossError(f"non-finite loss {loss.item()} at step {step}")
+        where = f" of {stage}" if stage else ""
+        raise NonFiniteLossError(f"non-finite loss {loss.item()} at step {step}{where}")
 
 
 def train_steps(params: Iterable[nn.Parameter], loss_at: Callable[[int], Tensor], steps: int,
                 lr: float, weight_decay: float = 0.0, desc: str = "train",
                 on_step: Callable[[int], None] | None = None,
                 make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer] | None = None,
-                ) -> None:
-    """Adam (or ``make_optimizer(params)``) for ``steps`` steps on ``loss_at(step)``;
-    ``on_step(step)`` runs after each update."""
+                optimizer: torch.optim.Optimizer | None = None, start: int = 0) -> None:
+    """Adam (or ``make_optimizer(params)``, or a given ``optimizer``) for steps ``start + 1``
+    to ``steps`` on ``loss_at(step)``; ``on_step(step)`` runs after each update. A resumed run
+    passes its restored ``optimizer`` and the step it had reached as ``start``."""
     params = list(params)
-    optimizer = (make_optimizer(params) if make_optimizer is not None
-                 else torch.optim.Adam(params, lr=lr, weight_decay=weight_decay))
-    for step in progress(range(1, steps + 1), total=steps, desc=desc):
+    if optimizer is None:
+        optimizer = (make_optimizer(params) if make_optimizer is not None
+                     else torch.optim.Adam(params, lr=lr, weight_decay=weight_decay))
+    for step in progress(range(start + 1, steps + 1), total=steps - start, desc=desc):
         loss = loss_at(step)
-        check_finite(loss, step)
+        check_finite(loss, step, desc)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -444,7 +444,7 @@ def _update(q_net: nn.Module, modes: _Modes, target: nn.Module,
     modes.set(True)
     loss = td_loss(q_net, target, batch, cfg.gamma, huber_delta=cfg.huber_delta,
                    double_dqn=cfg.double_dqn, modes=modes)
-    check_finite(loss, index)
+    check_finite(loss, index, "DQN updates")
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     for p, g in zip(params, grads, strict=True):
         p.grad = g

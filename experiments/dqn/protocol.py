@@ -22,14 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from equiv.backbones.qnets import QCNN, QMLP
+from equiv.checkpoints import PROGRESS_FILE, check_finite_weights, fingerprint, load_progress
 from equiv.experiment import Outcome, RunContext
 from equiv.groups import GroupAction, make_action
 from equiv.methods import build_method
 from equiv.pretraining import cached_pretrain, config_hash, save_atomic
 from equiv.rl import DQNConfig, evaluate, train_dqn
 from experiments.dqn.environments import env_factory
-
-PROGRESS_FILE = "progress.pt"
 
 
 def _plain(node: Any) -> Any:
@@ -55,16 +54,15 @@ def group_action(cfg: DictConfig) -> GroupAction:
     return make_env_action(cfg.group.name)
 
 
-def _resumable(path: Path, fingerprint: str) -> tuple[dict[str, Any] | None, Any]:
-    """The saved trainer state at ``path`` if it belongs to this configuration, and a saver."""
-    state = None
-    if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("config") == fingerprint:
-            state = saved["trainer"]
+def _resumable(path: Path, config: str, force: bool) -> tuple[dict[str, Any] | None, Any]:
+    """The saved trainer state at ``path`` if it belongs to this configuration, and a saver
+    (which refuses to replace the last good file by non-finite weights)."""
+    saved = load_progress(path, config, force=force)
+    state = None if saved is None else saved["trainer"]
 
     def save(trainer_state: dict[str, Any]) -> None:
-        save_atomic({"config": fingerprint, "trainer": trainer_state}, path)
+        check_finite_weights(trainer_state["online"], trainer_state.get("step"))
+        save_atomic({"config": config, "trainer": trainer_state}, path)
     return state, save
 
 
@@ -81,7 +79,7 @@ def pretrained_qnet(cfg: DictConfig, ctx: RunContext, out: Outcome) -> nn.Module
            "backbone": _plain(cfg.backbone), "pretrain": _plain(task.pretrain)}
 
     def train(model: nn.Module, folder: Path) -> dict[str, Any]:
-        resume, save = _resumable(folder / PROGRESS_FILE, config_hash(key))
+        resume, save = _resumable(folder / PROGRESS_FILE, config_hash(key), bool(cfg.force))
         report = train_dqn(model, pretrain_env, dqn, task.pretrain.seed, on_checkpoint=save,
                            resume_from=resume)
         (folder / PROGRESS_FILE).unlink(missing_ok=True)     # its replay buffer is ~30 MB
@@ -112,7 +110,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     m["return_zero_shot"], _ = evaluate(model, env_fn, dqn.eval_seeds())
     out.add_point("return", 0, m["return_zero_shot"])
     if task.finetune.enabled:
-        resume, save = _resumable(ctx.run_dir / PROGRESS_FILE, config_hash(_plain(cfg)))
+        resume, save = _resumable(ctx.run_dir / PROGRESS_FILE, fingerprint(_plain(cfg)),
+                                  bool(cfg.force))
 
         def on_eval(step: int, mean: float, _: list[float]) -> None:
             ctx.logger.log_metrics({"return": mean}, step=step)

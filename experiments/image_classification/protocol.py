@@ -17,6 +17,7 @@ the *training* split and their BatchNorm left in training mode are bugs, not opt
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +27,8 @@ from torch import Tensor, nn
 
 from equiv.backbones import SmallCNN, SmallResNet
 from equiv.backbones.torchvision_cnn import TorchvisionCNN
+from equiv.checkpoints import PROGRESS_FILE, fingerprint, load_progress, progress_payload
+from equiv.config import ConfigError
 from equiv.data.cifar import cifar_root, load_cifar10_split, synthetic_split
 from equiv.data.digits import ImageSplit, load_digits_split
 from equiv.data.fashion_mnist import load_fashion_mnist_split
@@ -33,9 +36,10 @@ from equiv.experiment import Outcome, RunContext
 from equiv.groups import GroupAction, make_action
 from equiv.groups.sampling import transform_elements
 from equiv.methods import LambdaEquitune, Symmetrizer, build_method
-from equiv.pretraining import cached_pretrain
+from equiv.pretraining import cached_pretrain, save_atomic
 from equiv.testing import equivariance_error
 from equiv.training import (
+    IndexBatches,
     accuracy,
     derived_generator,
     index_batches,
@@ -49,6 +53,9 @@ from experiments.image_classification.resources import TORCHVISION_WEIGHTS, requ
 # with task.pretrain.seed). Part of the cache key, so stale image backbones are never reused;
 # a family-local version leaves the other families' (long) pretrainings cached.
 IMAGE_PRETRAIN_VERSION = 2
+# Upright pretraining saves its progress every this many steps (not a config key: the stage's
+# config is its cache key, and how often it checkpoints does not change what it produces).
+PRETRAIN_CHECKPOINT_EVERY = 200
 
 Backbone = SmallCNN | SmallResNet | TorchvisionCNN
 
@@ -128,26 +135,63 @@ def make_optimizer(ft: DictConfig) -> Callable[[list[nn.Parameter]], torch.optim
     return lambda params: torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
 
 
-def pretrain_upright(model: Backbone, split: ImageSplit, p: DictConfig,
-                     device: torch.device) -> dict[str, Any]:
+def pretrain_upright(model: Backbone, split: ImageSplit, p: DictConfig, device: torch.device,
+                     folder: Path | None = None, force: bool = False) -> dict[str, Any]:
     """Plain supervised training on upright images: the "pretrained model" of this task.
 
     The caller seeds with ``p.seed`` before building ``model``, so the initial weights, like the
-    data order, depend only on the pretraining config.
+    data order, depend only on the pretraining config. With a ``folder`` (the stage's cache
+    folder), progress is saved every ``PRETRAIN_CHECKPOINT_EVERY`` steps and an interrupted
+    pretraining resumes exactly; ``force`` starts over instead.
     """
     gen = seed_everything(p.seed)
     model.to(device).train()
     steps = p.epochs * max(1, len(split.x_train) // p.batch_size)
-    batches = index_batches(len(split.x_train), p.batch_size, gen)
+    batches = IndexBatches(len(split.x_train), p.batch_size, gen)
+    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    path = None if folder is None else folder / PROGRESS_FILE
+    config = "" if folder is None else folder.name          # the stage's kind and config hash
+    saved = None if path is None else load_progress(path, config, force=force)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        batches.load_state_dict(saved["batches"])
+        set_rng_states(saved["rng"])
 
     def loss_at(_: int) -> Tensor:
         idx = next(batches)
         return F.cross_entropy(model(split.x_train[idx].to(device)), split.y_train[idx].to(device))
 
-    train_steps(model.parameters(), loss_at, steps, p.lr, p.weight_decay, desc="pretrain")
+    def on_step(step: int) -> None:
+        if path is not None and step % PRETRAIN_CHECKPOINT_EVERY == 0 and step < steps:
+            save_atomic(progress_payload(
+                {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "generator": gen.get_state(), "batches": batches.state_dict(),
+                 "rng": rng_states()}, config), path)
+
+    train_steps(model.parameters(), loss_at, steps, p.lr, p.weight_decay, desc="pretrain",
+                on_step=on_step, optimizer=optimizer,
+                start=0 if saved is None else int(saved["step"]))
     model.eval()
+    if path is not None:
+        path.unlink(missing_ok=True)
     return {"steps": steps,
             "train_accuracy": accuracy(model, split.x_train, split.y_train, 512, device)}
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random states training consumes (dropout): torch's, and CUDA's when used."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def upright_selection_rate(model: Symmetrizer, x: Tensor, g: Tensor, transform: GroupAction,
@@ -195,6 +239,10 @@ def lambda_weight_summary(model: Symmetrizer, x: Tensor, g: Tensor, transform: G
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     task, mcfg = cfg.task, cfg.method
+    every = task.finetune.get("checkpoint_every")
+    if every is not None and (not isinstance(every, int) or every < 1):
+        raise ConfigError(f"task.finetune.checkpoint_every={every!r} must be an integer >= 1 "
+                          "(or null: at every evaluation)")
     out = Outcome()
     split = DATASETS[task.dataset](cfg)
     device = ctx.device
@@ -211,7 +259,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
                "image_code": IMAGE_PRETRAIN_VERSION}
         meta, path = cached_pretrain(
             ctx.cache_dir, f"{task.dataset}-{cfg.backbone.name}", key, backbone,
-            lambda m, _: pretrain_upright(m, split, task.pretrain, device))
+            lambda m, folder: pretrain_upright(m, split, task.pretrain, device, folder,
+                                               force=bool(cfg.force)))
         out.extra["pretrain"] = {**meta, "checkpoint": str(path)}
     else:
         seed_everything(ctx.seed)
@@ -285,8 +334,19 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         for p in params:
             p.requires_grad_(True)
         trained = sum(p.numel() for p in params)
+        optimizer = make_optimizer(ft)(params)
         gen = derived_generator(ctx.seed, "finetune")
-        batches = index_batches(len(split.x_train), ft.batch_size, gen)
+        batches = IndexBatches(len(split.x_train), ft.batch_size, gen)
+        checkpoint_every = ft.get("checkpoint_every") or ft.eval_every
+        path, config = ctx.run_dir / PROGRESS_FILE, fingerprint(_to_plain(cfg))
+        saved = load_progress(path, config, force=bool(cfg.force))
+        if saved is not None:       # resume: everything the remaining steps depend on
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            gen.set_state(saved["generator"])
+            batches.load_state_dict(saved["batches"])
+            set_rng_states(saved["rng"])
+            out.curves = saved["curves"]
 
         def loss_at(_: int) -> Tensor:
             idx = next(batches)
@@ -300,9 +360,15 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         def on_step(step: int) -> None:
             if step % ft.eval_every == 0 or step == ft.steps:
                 evaluate("test_accuracy", step_offset + step)
+            if step % checkpoint_every == 0 and step < ft.steps:
+                save_atomic(progress_payload(
+                    {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "generator": gen.get_state(), "batches": batches.state_dict(),
+                     "rng": rng_states(), "curves": out.curves}, config), path)
 
         train_steps(params, loss_at, ft.steps, ft.lr, ft.weight_decay, desc="finetune",
-                    on_step=on_step, make_optimizer=make_optimizer(ft))
+                    on_step=on_step, optimizer=optimizer,
+                    start=0 if saved is None else int(saved["step"]))
         out.metrics["finetuned_accuracy"] = out.curves["test_accuracy"][-1]["value"]
         out.metrics["finetuned_invariance_error"] = invariance_error()
         out.metrics["finetuned_upright_selected"] = upright_selected()
@@ -318,6 +384,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         "finetuned": trained,
     }
     out.summary = summary_lines(out, cfg)
+    (ctx.run_dir / PROGRESS_FILE).unlink(missing_ok=True)
     return out
 
 

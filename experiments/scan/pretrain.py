@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from equiv.backbones.seq2seq import Seq2Seq
+from equiv.checkpoints import PROGRESS_FILE, load_progress, progress_payload
 from equiv.groups.words import identity_word_action
 from equiv.methods.sequence import SymmetrizedSeq2Seq
 from equiv.pretraining import save_atomic
@@ -28,12 +29,15 @@ from equiv.training import check_finite, derived_generator, progress
 from experiments.scan.data import ScanData
 from experiments.scan.evaluate import exact_match
 
-PROGRESS_FILE = "progress.pt"
-
 
 def pretrain_seq2seq(model: Seq2Seq, data: ScanData, p: DictConfig, folder: Path,
-                     device: torch.device, eval_batch_size: int, max_len: int) -> dict[str, Any]:
-    """Train ``model`` in place on ``data.train``; leave it at its best validation checkpoint."""
+                     device: torch.device, eval_batch_size: int, max_len: int,
+                     force: bool = False) -> dict[str, Any]:
+    """Train ``model`` in place on ``data.train``; leave it at its best validation checkpoint.
+
+    Resumes from ``folder/progress.pt`` (the cache folder is already specific to the stage's
+    config); ``force`` ignores it, so that a corrupted file can be started over.
+    """
     steps = math.ceil(p.examples / p.batch_size)
     eval_every = max(1, round(p.eval_every_examples / p.batch_size))
     torch.manual_seed(p.seed)                                   # dropout stream
@@ -46,8 +50,10 @@ def pretrain_seq2seq(model: Seq2Seq, data: ScanData, p: DictConfig, folder: Path
     state: dict[str, Any] = {"step": 0, "best_val": -1.0, "best_step": 0, "history": [],
                              "best_model": copy.deepcopy(model.state_dict())}
     path = folder / PROGRESS_FILE
-    if path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    config = folder.name                                # the stage's kind and config hash
+    saved = load_progress(path, config, force=force)
+    if saved is not None:
+        state = saved
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -60,7 +66,7 @@ def pretrain_seq2seq(model: Seq2Seq, data: ScanData, p: DictConfig, folder: Path
         idx = torch.randint(n, (p.batch_size,), generator=gen)
         src, tgt = data.train.batch(idx)
         loss = model.train_step_loss(src.to(device), tgt.to(device), p.teacher_forcing, gen)
-        check_finite(loss, step)
+        check_finite(loss, step, "seq2seq pretraining")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), p.clip_norm)
@@ -76,7 +82,7 @@ def pretrain_seq2seq(model: Seq2Seq, data: ScanData, p: DictConfig, folder: Path
             state.update(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
                          scheduler=scheduler.state_dict(), generator=gen.get_state(),
                          torch_rng=torch.get_rng_state())
-            save_atomic(state, path)
+            save_atomic(progress_payload(state, config), path)
     model.load_state_dict(state["best_model"])
     model.eval()
     return {"steps": steps, "batch_size": p.batch_size, "examples": steps * p.batch_size,

@@ -19,17 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from equiv.backbones.seq2seq import Seq2Seq
+from equiv.checkpoints import PROGRESS_FILE, fingerprint, load_progress, progress_payload
 from equiv.experiment import Outcome, RunContext
 from equiv.groups.words import word_action
 from equiv.methods import LambdaNet
 from equiv.methods.sequence import SymmetrizedSeq2Seq
-from equiv.pretraining import cached_pretrain, config_hash, save_atomic
+from equiv.pretraining import cached_pretrain, save_atomic
 from equiv.training import check_finite, derived_generator, progress, seed_everything
 from experiments.scan.data import ScanData, load
 from experiments.scan.evaluate import equivariance_agreement, exact_match
 from experiments.scan.pretrain import pretrain_seq2seq
-
-PROGRESS_FILE = "progress.pt"
 
 
 def _plain(node: Any) -> Any:
@@ -64,7 +63,8 @@ def pretrained_backbone(cfg: DictConfig, data: ScanData, ctx: RunContext,
     meta, path = cached_pretrain(
         ctx.cache_dir, f"scan-{task.split}-{cfg.backbone.name}", key, model,
         lambda m, folder: pretrain_seq2seq(m, data, task.pretrain, folder, ctx.device,
-                                           task.eval_batch_size, task.max_decode_len))
+                                           task.eval_batch_size, task.max_decode_len,
+                                           force=bool(cfg.force)))
     out.extra["pretrain"] = {**meta, "checkpoint": str(path)}
     out.metrics["pretrained_val_acc"] = meta["report"]["best_val_acc"]
     return model
@@ -123,7 +123,7 @@ def train_lambda_only(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanDa
                                                   generator=gen))
         loss = wrapper.loss(src.to(ctx.device), tgt.to(ctx.device), ft.teacher_forcing, gen,
                             cfg.task.max_decode_len)
-        check_finite(loss, step)
+        check_finite(loss, step, "the lambda phase")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -134,8 +134,9 @@ def train_lambda_only(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanDa
 def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: RunContext,
              evaluate: Evaluator, out: Outcome) -> dict[str, Any]:
     """Adam on the backbone (and λ unless frozen), one evaluation every ``eval_every``
-    updates; resumable from ``progress.pt`` in the run directory. Curve steps and the selected
-    step count training examples (updates × batch size)."""
+    updates (with the loss of that update's minibatch as the ``train_loss`` curve); resumable
+    from ``progress.pt`` in the run directory. Curve steps and the selected step count training
+    examples (updates × batch size)."""
     ft = cfg.task.finetune
     params = list(wrapper.model.parameters())
     if wrapper.lambda_net is not None and not cfg.method.freeze_lambda:
@@ -143,12 +144,12 @@ def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: 
     optimizer = torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
     gen = derived_generator(ctx.seed, "finetune")
     val0, test0 = out.curves["val_acc"][-1]["value"], out.curves["test_acc"][-1]["value"]
-    fingerprint = config_hash(_plain(cfg))
+    config = fingerprint(_plain(cfg))
     state: dict[str, Any] = {"step": 0, "best": {"step": 0, "val_acc": val0, "test_acc": test0},
-                             "curves": copy.deepcopy(out.curves), "config": fingerprint}
+                             "curves": copy.deepcopy(out.curves)}
     path = ctx.run_dir / PROGRESS_FILE
-    saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
-    if saved is not None and not cfg.force and saved.get("config") == fingerprint:
+    saved = load_progress(path, config, force=bool(cfg.force))
+    if saved is not None:
         state = saved
         wrapper.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -162,7 +163,7 @@ def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: 
         src, tgt = data.train.batch(torch.randint(n, (ft.batch_size,), generator=gen))
         loss = wrapper.loss(src.to(ctx.device), tgt.to(ctx.device), ft.teacher_forcing, gen,
                             cfg.task.max_decode_len)
-        check_finite(loss, step)
+        check_finite(loss, step, "finetuning")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, ft.clip_norm)
@@ -170,12 +171,13 @@ def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: 
         if step % ft.eval_every == 0 or step == ft.iterations:
             seen = step * ft.batch_size      # curves count training examples, as the paper's
             val, test = evaluate(seen)       # batch-1 "iterations" do
+            out.add_point("train_loss", seen, loss.item())       # that update's minibatch loss
             if val > state["best"]["val_acc"]:
                 state["best"] = {"step": seen, "val_acc": val, "test_acc": test}
             state.update(step=step, model=wrapper.state_dict(), optimizer=optimizer.state_dict(),
                          generator=gen.get_state(), torch_rng=torch.get_rng_state(),
                          curves=out.curves)
-            save_atomic(state, path)
+            save_atomic(progress_payload(state, config), path)
     return state["best"]
 
 
