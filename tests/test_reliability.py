@@ -1,10 +1,10 @@
 """Interrupt and resume, faults, run-directory safety and secrets, end to end.
 
 Real SIGKILLs of a ``python run.py`` subprocess: SCAN pretraining and SCAN finetuning (one
-command, killed twice), and digits finetuning. DQN finetuning is interrupted in-process (an
-exception from its checkpoint callback, as a kill right after a checkpoint would be): a DQN run
-with a replay buffer is too slow to start three times here. Every uninterrupted reference run is
-in-process (same code, one CPU thread, deterministic).
+command, killed twice), digits finetuning and DQN finetuning. DQN is also interrupted in-process
+right after its first checkpoint (an exception from its save), and image pretraining the same
+way. Every uninterrupted reference run is in-process (same code, one CPU thread,
+deterministic).
 """
 
 from __future__ import annotations
@@ -149,12 +149,43 @@ class Interrupt(Exception):
     pass
 
 
+def dqn_budget(finetune_steps: int, checkpoint_every: int) -> list[str]:
+    """A tiny CartPole DQN: a short pretraining, then ``finetune_steps`` env steps."""
+    settings = {"pretrain": {"total_steps": 96, "checkpoint_every": 32},
+                "finetune": {"total_steps": finetune_steps,
+                             "checkpoint_every": checkpoint_every}}
+    common = {"learning_starts": 16, "eval_every": 32, "eval_episodes": 2, "batch_size": 8,
+              "num_envs": 2}
+    return ["task=dqn_cartpole", "backbone=qnet_tiny_mlp", "method=equitune",
+            *(f"task.{stage}.dqn.{k}={v}" for stage, own in settings.items()
+              for k, v in {**common, **own}.items())]
+
+
+def without_timing(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "train_steps_per_second"}
+
+
+def test_dqn_run_survives_sigkill(tmp_path):
+    """A real kill of a DQN finetuning (replay buffer, target network, vectorised envs and their
+    RNG states all restored from progress.pt): the same metrics and curves as without."""
+    args = [*dqn_budget(1200, 100), "task.finetune.dqn.eval_every=400"]
+    ref = reference(args, tmp_path / "ref")
+    root = tmp_path / "killed"
+    progress, _ = kill_when(start(args, root), f"outputs/**/{PROGRESS_FILE}", root)
+    killed_at = saved_step(progress)
+    assert 0 < killed_at < 1200
+    done = run_py(args, root)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming from {progress} (step {killed_at})" in done.stderr
+    res = results(root)
+    print(f"\nDQN killed at env step {killed_at}/1200: resumed "
+          f"{without_timing(res['metrics'])} vs uninterrupted {without_timing(ref['metrics'])}")
+    assert without_timing(res["metrics"]) == without_timing(ref["metrics"])
+    assert res["curves"] == ref["curves"]
+
+
 def test_dqn_finetuning_resumes_after_an_interrupt(tmp_path, monkeypatch):
-    budget = [f"task.{stage}.dqn.{k}={v}" for stage in ("pretrain", "finetune") for k, v in
-              (("total_steps", 96), ("learning_starts", 16), ("eval_every", 32),
-               ("eval_episodes", 2), ("checkpoint_every", 32), ("batch_size", 8),
-               ("num_envs", 2))]
-    args = ["task=dqn_cartpole", "backbone=qnet_tiny_mlp", "method=equitune", *budget]
+    args = dqn_budget(96, 32)
     ref = reference(args, tmp_path)
     calls: list[Path] = []
 
@@ -171,13 +202,11 @@ def test_dqn_finetuning_resumes_after_an_interrupt(tmp_path, monkeypatch):
     assert not (tmp_path / "resumed" / RESULTS_FILE).exists()
     monkeypatch.undo()
     res = json.loads(execute(cfg, tmp_path / "resumed").results_path.read_text())
-    timing = "train_steps_per_second"
-    strip = {k: v for k, v in res["metrics"].items() if k != timing}
     episodes = [len(r["curves"]["train_episode_return"]) for r in (res, ref)]
-    print(f"\nDQN interrupted at env step {killed_at}/96: resumed {strip} ({episodes[0]} training "
-          f"episodes) vs uninterrupted "
-          f"{ {k: v for k, v in ref['metrics'].items() if k != timing} } ({episodes[1]})")
-    assert strip == {k: v for k, v in ref["metrics"].items() if k != timing}
+    print(f"\nDQN interrupted at env step {killed_at}/96: resumed {without_timing(res['metrics'])}"
+          f" ({episodes[0]} training episodes) vs uninterrupted "
+          f"{without_timing(ref['metrics'])} ({episodes[1]})")
+    assert without_timing(res["metrics"]) == without_timing(ref["metrics"])
     assert res["curves"] == ref["curves"]
 
 

@@ -107,3 +107,34 @@ def test_softmax_last_with_masked_positions():
     x = torch.randn(4, 1, 9, dtype=torch.float64)
     x[:, :, 6:] = float("-inf")
     torch.testing.assert_close(softmax_last(x.clone()), x.softmax(-1))
+
+
+@torch.no_grad()
+def test_equizero_decodes_identical_views_once(monkeypatch):
+    """Rows the group fixes and views equal to other commands are decoded once, with the same
+    outputs as decoding every row."""
+    from equiv.groups.base import CayleyTable, GroupAction
+    from equiv.groups.permutation import LastDimPermutation, TokenPermutation
+    from equiv.methods.sequence import SymmetrizedSeq2Seq
+
+    torch.manual_seed(0)
+    model = Seq2Seq(9, 7, hidden=16, cell="lstm").eval()
+    swap_in = list(range(9))
+    swap_in[3], swap_in[4] = 4, 3
+    swap_out = list(range(7))
+    swap_out[5], swap_out[6] = 6, 5
+    action = GroupAction("swap", CayleyTable(((0, 1), (1, 0))), TokenPermutation(torch.tensor(
+        [list(range(9)), swap_in])), LastDimPermutation(torch.tensor([list(range(7)), swap_out])))
+    sym = SymmetrizedSeq2Seq(model, action, "equizero")
+    src = torch.tensor([[3, 5, 6], [4, 5, 6], [5, 6, 7], [3, 3, 8]])  # rows 0/1 swap; 2 is fixed
+    decoded_rows = []
+    original = model.greedy_decode_scored
+    monkeypatch.setattr(model, "greedy_decode_scored",
+                        lambda x, *a: decoded_rows.append(x.shape[0]) or original(x, *a))
+    deduplicated = sym.decode(src, 10)
+    assert decoded_rows == [5]                       # 8 views, 5 distinct
+    model.train()
+    model.drop.p = 0.0                               # train mode decodes every row
+    every_row = sym.decode(src, 10)
+    assert decoded_rows == [5, 8]
+    assert torch.equal(deduplicated, every_row)

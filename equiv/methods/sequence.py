@@ -218,12 +218,28 @@ class SymmetrizedSeq2Seq(nn.Module):
                 logp = combined + (chosen - combined).detach()
         return F.nll_loss(logp.flatten(0, 1), tgt.flatten(), ignore_index=PAD)
 
+    def _decode_views(self, gx: Tensor, max_len: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Greedy decoding of every view with its summed proxy: ``(tokens, sums, counts)``.
+
+        Without dropout a row's decoding is a function of the row, so identical rows (a view
+        that equals another command of the batch, or a command the group fixes) are decoded
+        once: 11 % of the add_jump test rows and 35 % of its validation rows under scan_verb.
+        """
+        def step_loss(logits: Tensor) -> Tensor:
+            return _step_loss(logits, self.proxy)
+
+        if self.model.training:
+            return self.model.greedy_decode_scored(gx, max_len, step_loss)
+        unique, inverse = torch.unique(gx, dim=0, return_inverse=True)
+        if unique.shape[0] == gx.shape[0]:
+            return self.model.greedy_decode_scored(gx, max_len, step_loss)
+        tokens, sums, counts = self.model.greedy_decode_scored(unique, max_len, step_loss)
+        return tokens[inverse], sums[inverse], counts[inverse]
+
     def _equizero(self, src: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
         """Decode every view, keep ``g*⁻¹·y_{g*}`` per sequence: ``(tokens, chosen g*)``."""
         batch = src.shape[0]
-        gx = self.action.act_in_all(src)
-        tokens, sums, counts = self.model.greedy_decode_scored(
-            gx, max_len, lambda logits: _step_loss(logits, self.proxy))
+        tokens, sums, counts = self._decode_views(self.action.act_in_all(src), max_len)
         losses = _reduce_proxy(sums, counts, self.proxy, max_len, self.model.out_vocab)
         losses = losses.view(self.order, batch)
         best = losses.argmin(dim=0)                                        # [B]
