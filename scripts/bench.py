@@ -44,6 +44,14 @@ def header() -> str:
         f"{torch.get_num_threads()} torch thread(s)", ""])
 
 
+def commit() -> str:
+    """The checked-out commit (``+dirty`` with uncommitted changes to tracked files)."""
+    from equiv.results import git_dirty, git_sha
+
+    sha = git_sha(ROOT)
+    return "unknown" if sha is None else f"`{sha[:7]}`" + ("+dirty" if git_dirty(ROOT) else "")
+
+
 def sections_of(text: str) -> dict[str, str]:
     """The ``## `` sections of a benchmarks file by title (what ``--only`` leaves in place)."""
     parts = re.split(r"^(?=## )", text, flags=re.MULTILINE)
@@ -72,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = []
     for name in args.only or sorted(modules):
         section = modules[name].bench(args)
-        section.settings.insert(0, f"written by `{command}` on {date.today().isoformat()}")
+        section.settings.insert(0, f"written by `{command}` on {date.today().isoformat()} "
+                                   f"at commit {commit()}")
         sections.append(section)
     old = args.out.read_text() if args.out.exists() and args.only else ""
     text = merge(old, sections)
