@@ -298,8 +298,10 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
     Returns ``curve`` (``[{"step", "value"}]``, mean greedy eval return), ``final_return``,
     ``final_returns`` (per eval seed; both of the last evaluation), ``best_return`` and
     ``best_step`` (the best evaluation), ``train_episodes`` (``[{"step", "value"}]``, undiscounted
-    training-episode returns, ε-greedy), ``env_steps``, ``updates``, ``steps_per_second``
-    (training env steps per second of wall time outside evaluation, this session).
+    training-episode returns, ε-greedy), ``td_loss`` (``[{"step", "value"}]``, the mean TD loss
+    of the updates since the previous evaluation, at each evaluation), ``env_steps``,
+    ``updates``, ``steps_per_second`` (training env steps per second of wall time outside
+    evaluation, this session).
     """
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
@@ -325,6 +327,8 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
         step = updates = segment = 0
         curve: list[dict[str, float]] = []
         train_episodes: list[dict[str, float]] = []
+        td_curve: list[dict[str, float]] = []
+        td_running = [0.0, 0]                 # TD-loss sum and count since the last evaluation
         last_returns: list[float] = []
         best: dict[str, Any] = {"step": -1, "value": -math.inf, "state": None}
         if resume_from is not None:
@@ -339,12 +343,17 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
             curve = copy.deepcopy(list(resume_from["curve"]))
             train_episodes = copy.deepcopy(list(resume_from["train_episodes"]))
             last_returns = list(resume_from["last_returns"])
+            td_curve = copy.deepcopy(list(resume_from.get("td_loss", [])))
+            td_running = list(resume_from.get("td_running", [0.0, 0]))
             best = dict(resume_from["best"])
 
         def run_eval() -> None:
             nonlocal last_returns
             mean, last_returns = evaluate(q_net, make_env, cfg.eval_seeds())
             curve.append({"step": step, "value": mean})
+            if td_running[1]:
+                td_curve.append({"step": step, "value": td_running[0] / td_running[1]})
+                td_running[:] = [0.0, 0]
             if mean >= best["value"]:
                 best.update(step=step, value=mean, state=copy.deepcopy(q_net.state_dict())
                             if cfg.keep_best else None)
@@ -378,8 +387,9 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
 
             update_from = max(before, cfg.learning_starts - 1)
             for _ in range(cfg.gradient_steps * _crossed(update_from, step, cfg.train_frequency)):
-                _update(q_net, modes, target, optimizer, trained,
-                        buffer.sample(cfg.batch_size, gen), cfg, updates)
+                td_running[0] += _update(q_net, modes, target, optimizer, trained,
+                                         buffer.sample(cfg.batch_size, gen), cfg, updates)
+                td_running[1] += 1
                 updates += 1
             for _ in range(_crossed(update_from, step, cfg.target_update_period)):
                 _update_target(target, q_net, cfg.tau)
@@ -396,7 +406,8 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
                 if on_checkpoint is not None:
                     on_checkpoint(_snapshot(
                         cfg, seed, step, updates, segment, q_net, target, optimizer, buffer,
-                        gen, curve, train_episodes, last_returns, best))
+                        gen, curve, train_episodes, last_returns, best)
+                        | {"td_loss": copy.deepcopy(td_curve), "td_running": list(td_running)})
             pause += time.perf_counter() - paused
 
         train_time = time.perf_counter() - started - pause
@@ -414,6 +425,7 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
         "best_return": best["value"],
         "best_step": best["step"],
         "train_episodes": train_episodes,
+        "td_loss": td_curve,
         "env_steps": step,
         "updates": updates,
         "steps_per_second": session_steps / train_time if train_time > 0 else math.nan,
@@ -438,9 +450,9 @@ def _act(q_net: nn.Module, modes: _Modes, obs: Tensor, epsilon: float, gen: torc
 
 def _update(q_net: nn.Module, modes: _Modes, target: nn.Module,
             optimizer: torch.optim.Optimizer, params: list[nn.Parameter], batch: Transitions,
-            cfg: DQNConfig, index: int) -> None:
-    """One Adam step on the TD loss, online net in train mode. Gradients are taken only for
-    ``params`` (``autograd.grad``), so frozen parameters accumulate nothing."""
+            cfg: DQNConfig, index: int) -> float:
+    """One Adam step on the TD loss, online net in train mode; returns the loss. Gradients are
+    taken only for ``params`` (``autograd.grad``), so frozen parameters accumulate nothing."""
     modes.set(True)
     loss = td_loss(q_net, target, batch, cfg.gamma, huber_delta=cfg.huber_delta,
                    double_dqn=cfg.double_dqn, modes=modes)
@@ -452,6 +464,7 @@ def _update(q_net: nn.Module, modes: _Modes, target: nn.Module,
         nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
 
 
 @torch.no_grad()

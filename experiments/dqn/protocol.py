@@ -123,6 +123,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         m["return_finetuned"] = report["final_return"]
         m["train_steps_per_second"] = report["steps_per_second"]
         out.curves["train_episode_return"] = report["train_episodes"]
+        out.curves["td_loss"] = report["td_loss"]
     (ctx.run_dir / PROGRESS_FILE).unlink(missing_ok=True)
     out.summary = summary_lines(out, cfg)
     return out
