@@ -163,6 +163,23 @@ def check_schemas(cfg: DictConfig) -> None:
     check(cfg)
 
 
+def check_checkpoint(backbone: DictConfig) -> None:
+    """``backbone.checkpoint``: a readable file, and only for a backbone that is pretrained."""
+    import os
+
+    path = backbone.get("checkpoint")
+    if path is None:
+        return
+    if not backbone.get("pretrained", True):
+        raise ConfigError(f"backbone.checkpoint={path} contradicts backbone.pretrained=false "
+                          "(random initialisation); drop one of them")
+    file = Path(str(path)).expanduser()
+    if not file.is_file() or not os.access(file, os.R_OK):
+        what = "does not exist" if not file.exists() else "is not a readable file"
+        raise ConfigError(f"backbone.checkpoint={path} {what}; give a state-dict file saved "
+                          "with torch.save(model.state_dict(), path)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks common to every task; the task family's ``validate`` adds its own. First the typed
     schemas (``equiv.schemas``): every job of a sweep, not only the cell ``check_composes`` saw."""
@@ -174,6 +191,7 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed={cfg.seed!r} must be an integer")
     _positive(cfg, "cpu_threads")
+    check_checkpoint(cfg.backbone)
     if cfg.device != "auto" and not re.fullmatch(rf"({'|'.join(DEVICES)})(:\d+)?", str(cfg.device)):
         raise ConfigError(f"device={cfg.device!r} is not valid; valid: auto, "
                           f"{', '.join(DEVICES)} (optionally with an index, e.g. cuda:1)")

@@ -32,6 +32,12 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
+def backbone_key(backbone: Mapping[str, Any]) -> dict[str, Any]:
+    """A backbone config as part of a pretraining cache key: without ``checkpoint`` (a given
+    checkpoint bypasses the cache), so adding that option left every cached backbone valid."""
+    return {k: v for k, v in backbone.items() if k != "checkpoint"}
+
+
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` through a temporary file and ``os.replace``: no half-written checkpoints."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,14 +53,18 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
-def load_state(path: Path, model: nn.Module) -> None:
-    """Load a state dict safely (``weights_only``) with a clear error when it does not fit."""
+def load_state(path: Path, model: nn.Module,
+               advice: str = "Delete it (or run with force=true) to rebuild it.") -> None:
+    """Load a state dict safely (``weights_only``) with a clear one-line error when it does not
+    fit: the cause's first sentence (torch's own messages run to several lines), then ``advice``."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as err:  # corrupted file, wrong architecture, ...
-        raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {err}. "
-                              "Delete it (or run with force=true) to rebuild it.") from err
+        cause = " ".join(str(err).split())
+        cause = cause.split(". ")[0][:200]
+        raise CheckpointError(f"cannot load checkpoint {path}: {type(err).__name__}: {cause}. "
+                              f"{advice}") from err
 
 
 @contextmanager
@@ -70,15 +80,22 @@ def exclusive(folder: Path) -> Iterator[None]:
 
 
 def cached_pretrain(cache_dir: Path, kind: str, key: Mapping[str, Any], model: nn.Module,
-                    train: Callable[[nn.Module, Path], dict[str, Any]]
-                    ) -> tuple[dict[str, Any], Path]:
+                    train: Callable[[nn.Module, Path], dict[str, Any]],
+                    checkpoint: str | Path | None = None) -> tuple[dict[str, Any], Path]:
     """Load ``model``'s pretrained weights from the cache, or run ``train(model, folder)`` and
-    cache them.
+    cache them; with ``checkpoint`` (the user's own state dict, ``backbone.checkpoint``) load
+    that instead and train nothing.
 
     ``folder`` is the stage's cache folder, where ``train`` may keep resumable progress. Jobs that
     need the same stage at once take turns: the first trains, the others then load. Returns the
-    stage's metadata (the key, its hash and what ``train`` reported) and the checkpoint path.
+    stage's metadata (the key, its hash and what ``train`` reported; for a given checkpoint its
+    path and an empty report) and the checkpoint path.
     """
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        load_state(path, model, "backbone.checkpoint must be a state dict of this backbone, "
+                                "saved with torch.save(model.state_dict(), path).")
+        return {"kind": kind, "given": str(path), "report": {}, "cached": False}, path
     digest = config_hash(key)
     folder = cache_dir / "pretrained" / f"{kind}-{digest}"
     weights, meta_path = folder / "model.pt", folder / "meta.json"

@@ -350,14 +350,21 @@ class Backbone:
 
 
 @schema
-class SmallCnn(Backbone):
+class SelfPretrained(Backbone):
+    """Backbones the suite pretrains itself (cached), or loads from ``checkpoint``."""
+
+    checkpoint: str | None                       # a state-dict file; null = our pretraining
+
+
+@schema
+class SmallCnn(SelfPretrained):
     channels: list[int]
     hidden: int
     dropout: float
 
 
 @schema
-class SmallResnet(Backbone):
+class SmallResnet(SelfPretrained):
     width: int
     blocks: list[int]
 
@@ -392,7 +399,7 @@ class TinyGpt2(Gpt2):
 
 
 @schema
-class QNet(Backbone):
+class QNet(SelfPretrained):
     """DQN Q-networks; ``kind`` selects the schema."""
 
     kind: str
@@ -410,7 +417,7 @@ class QNetMlp(QNet):
 
 
 @schema
-class Seq2seq(Backbone):
+class Seq2seq(SelfPretrained):
     cell: str
     hidden: int
     dropout: float

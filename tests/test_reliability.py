@@ -338,3 +338,27 @@ def test_no_api_key_in_any_written_file(tmp_path, monkeypatch):
                         started_at=0.0, wall_time_s=0.0, device="cpu")
     assert SECRET not in json.dumps(res) and res["config"]["exp_name"] == "<redacted>"
     assert res["config"]["cache_dir"] == config["cache_dir"]
+
+
+def test_a_given_checkpoint_replaces_pretraining(tmp_path):
+    """``backbone.checkpoint``: the user's state dict is loaded, nothing is pretrained, and the
+    run equals one from the cached pretraining it came from; a file that is not a state dict of
+    the backbone is a one-line CheckpointError."""
+    args = ["task=scan_add_jump", "backbone=seq2seq_tiny", "method=equizero",
+            "task.pretrain.examples=640", "task.pretrain.batch_size=32",
+            "task.pretrain.eval_every_examples=320", "task.data.eval_limit=16",
+            "task.finetune.iterations=20", "task.finetune.batch_size=2",
+            "task.finetune.eval_every=10", "task.max_decode_len=12"]
+    ref = reference(args, tmp_path / "ref")
+    (weights,) = (tmp_path / "ref").rglob("pretrained/*/model.pt")
+    given = compose_config(*args, f"backbone.checkpoint={weights}", tmp=tmp_path / "given")
+    res = json.loads(execute(given, tmp_path / "given" / "run").results_path.read_text())
+    assert not (tmp_path / "given" / "cache" / "pretrained").exists()
+    assert res["pretrain"]["given"] == str(weights)
+    assert res["curves"]["test_acc"] == ref["curves"]["test_acc"]
+    assert res["metrics"]["test_acc"] == ref["metrics"]["test_acc"]
+    bad = tmp_path / "bad.pt"
+    torch.save({"not": torch.zeros(1)}, bad)
+    cfg = compose_config(*args, f"backbone.checkpoint={bad}", tmp=tmp_path / "bad")
+    with pytest.raises(CheckpointError, match=r"backbone\.checkpoint must be a state dict"):
+        execute(cfg, tmp_path / "bad" / "run")

@@ -62,6 +62,13 @@ def run_py(*args, cwd):
     (["task=clip_rot90"], "open_clip weights RN50/openai not found"),
     (["task=cnn_cifar10_rot90"], "torchvision ImageNet weights ResNet18_Weights.IMAGENET1K_V1"),
     (["task=nlg_race_respect"], "GPT-2 weights 'gpt2' not found"),
+    (["task=scan_add_jump", "backbone.checkpoint=/nonexistent/model.pt"],
+     "backbone.checkpoint=/nonexistent/model.pt does not exist"),
+    (["backbone.checkpoint=/"], "backbone.checkpoint=/ is not a readable file"),
+    (["+task.finetune.lrr=1"], "task.finetune has unknown keys lrr (task.finetune.lrr); valid:"),
+    (["task=scan_add_jump", "backbone.hidden=big"], "backbone.hidden='big' must be an integer"),
+    (["+sed=1"], "unknown top-level keys sed; valid: backbone, cache_dir"),
+    (["force=maybe"], "force='maybe' must be true or false"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment, tmp_path):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -26,7 +26,7 @@ from equiv.checkpoints import PROGRESS_FILE, check_finite_weights, fingerprint, 
 from equiv.experiment import Outcome, RunContext
 from equiv.groups import GroupAction, make_action
 from equiv.methods import build_method
-from equiv.pretraining import cached_pretrain, config_hash, save_atomic
+from equiv.pretraining import backbone_key, cached_pretrain, config_hash, save_atomic
 from equiv.rl import DQNConfig, evaluate, train_dqn
 from experiments.dqn.environments import env_factory
 
@@ -76,7 +76,7 @@ def pretrained_qnet(cfg: DictConfig, ctx: RunContext, out: Outcome) -> nn.Module
         return qnet
     dqn = DQNConfig(**_plain(task.pretrain.dqn))
     key = {"env": task.env, "env_kwargs": _plain(task.env_kwargs),
-           "backbone": _plain(cfg.backbone), "pretrain": _plain(task.pretrain)}
+           "backbone": backbone_key(_plain(cfg.backbone)), "pretrain": _plain(task.pretrain)}
 
     def train(model: nn.Module, folder: Path) -> dict[str, Any]:
         resume, save = _resumable(folder / PROGRESS_FILE, config_hash(key), bool(cfg.force))
@@ -87,7 +87,7 @@ def pretrained_qnet(cfg: DictConfig, ctx: RunContext, out: Outcome) -> nn.Module
                                        "env_steps", "updates", "steps_per_second")}
 
     meta, path = cached_pretrain(ctx.cache_dir, f"dqn-{task.env}-{cfg.backbone.name}", key,
-                                 qnet, train)
+                                 qnet, train, checkpoint=cfg.backbone.get("checkpoint"))
     out.extra["pretrain"] = {**meta, "checkpoint": str(path)}
     # The reference return in the restricted setting, on the finetuning's evaluation seeds: with
     # keep_best the cached weights won a selection on pretraining's own episodes, whose return

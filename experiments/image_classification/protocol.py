@@ -36,7 +36,7 @@ from equiv.experiment import Outcome, RunContext
 from equiv.groups import GroupAction, make_action
 from equiv.groups.sampling import transform_elements
 from equiv.methods import LambdaEquitune, Symmetrizer, build_method
-from equiv.pretraining import cached_pretrain, save_atomic
+from equiv.pretraining import backbone_key, cached_pretrain, save_atomic
 from equiv.testing import equivariance_error
 from equiv.training import (
     IndexBatches,
@@ -255,12 +255,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         seed_everything(task.pretrain.seed)        # initial weights depend on the pretrain seed
         backbone = build_backbone(cfg, split)
         key = {"dataset": task.dataset, "data": _data_key(task.data),
-               "backbone": _to_plain(cfg.backbone), "pretrain": _to_plain(task.pretrain),
-               "image_code": IMAGE_PRETRAIN_VERSION}
+               "backbone": backbone_key(_to_plain(cfg.backbone)),
+               "pretrain": _to_plain(task.pretrain), "image_code": IMAGE_PRETRAIN_VERSION}
         meta, path = cached_pretrain(
             ctx.cache_dir, f"{task.dataset}-{cfg.backbone.name}", key, backbone,
             lambda m, folder: pretrain_upright(m, split, task.pretrain, device, folder,
-                                               force=bool(cfg.force)))
+                                               force=bool(cfg.force)),
+            checkpoint=cfg.backbone.get("checkpoint"))
         out.extra["pretrain"] = {**meta, "checkpoint": str(path)}
     else:
         seed_everything(ctx.seed)

@@ -24,7 +24,7 @@ from equiv.experiment import Outcome, RunContext
 from equiv.groups.words import word_action
 from equiv.methods import LambdaNet
 from equiv.methods.sequence import SymmetrizedSeq2Seq
-from equiv.pretraining import cached_pretrain, save_atomic
+from equiv.pretraining import backbone_key, cached_pretrain, save_atomic
 from equiv.training import check_finite, derived_generator, progress, seed_everything
 from experiments.scan.data import ScanData, load
 from experiments.scan.evaluate import equivariance_agreement, exact_match
@@ -58,15 +58,18 @@ def pretrained_backbone(cfg: DictConfig, data: ScanData, ctx: RunContext,
     if not cfg.backbone.pretrained:
         out.extra["pretrain"] = None
         return model
-    key = {"split": task.split, "data": _plain(task.data), "backbone": _plain(cfg.backbone),
-           "pretrain": _plain(task.pretrain), "max_len": task.max_decode_len}
+    key = {"split": task.split, "data": _plain(task.data),
+           "backbone": backbone_key(_plain(cfg.backbone)), "pretrain": _plain(task.pretrain),
+           "max_len": task.max_decode_len}
     meta, path = cached_pretrain(
         ctx.cache_dir, f"scan-{task.split}-{cfg.backbone.name}", key, model,
         lambda m, folder: pretrain_seq2seq(m, data, task.pretrain, folder, ctx.device,
                                            task.eval_batch_size, task.max_decode_len,
-                                           force=bool(cfg.force)))
+                                           force=bool(cfg.force)),
+        checkpoint=cfg.backbone.get("checkpoint"))
     out.extra["pretrain"] = {**meta, "checkpoint": str(path)}
-    out.metrics["pretrained_val_acc"] = meta["report"]["best_val_acc"]
+    if "best_val_acc" in meta["report"]:             # not for a given checkpoint
+        out.metrics["pretrained_val_acc"] = meta["report"]["best_val_acc"]
     return model
 
 
