@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         section.settings.insert(0, f"written by `{command}` on {date.today().isoformat()} "
                                    f"at commit {commit()}")
         sections.append(section)
-    old = args.out.read_text() if args.out.exists() and args.only else ""
+    # Sections this run did not write stay: other modules' (with --only) and the hand-written
+    # profile notes ("## Profiles and fixes"), which record before/after of past changes.
+    old = args.out.read_text() if args.out.exists() else ""
     text = merge(old, sections)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

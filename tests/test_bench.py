@@ -30,5 +30,5 @@ def test_merge_replaces_only_rerun_sections():
     assert "- machine: old" not in text                      # the header is rewritten
 
 
-def test_full_run_starts_from_nothing():
+def test_first_run_writes_only_its_sections():
     assert list(sections_of(merge("", [Section("A: first")]))) == ["A: first"]
