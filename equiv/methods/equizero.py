@@ -23,13 +23,15 @@ def _per_example(values: Tensor) -> Tensor:
 def entropy(y: Tensor) -> Tensor:
     """Entropy of the softmax over the last dimension (low = confident).
 
-    ``H = log Σ e^z − Σ e^z z / Σ e^z`` with ``z = y − max y``: written out because
-    ``log_softmax`` over 10 classes was the slowest op of equizero's overhead on CPU.
+    ``H = log Σ e^z − Σ e^z z / Σ e^z`` with ``z = y − max y``, written out and reduced over the
+    leading dimension of a transposed view: with 10 classes, ``log_softmax``/``softmax`` over the
+    last dimension cost 16-19 µs on 128 rows on CPU, these nine elementwise ops 13 µs.
     """
-    z = y - y.amax(dim=-1, keepdim=True)
+    yt = y.movedim(-1, 0)
+    z = yt - yt.amax(dim=0)
     e = z.exp()
-    total = e.sum(dim=-1)
-    return _per_example(total.log() - (e * z).sum(dim=-1) / total)
+    total = e.sum(dim=0)
+    return _per_example(total.log() - (e * z).sum(dim=0) / total)
 
 
 def neg_max_prob(y: Tensor) -> Tensor:
@@ -97,9 +99,9 @@ class Equizero(Symmetrizer):
 
     def forward(self, x: Tensor) -> Tensor:
         losses, aligned = self._losses(x)
-        best = losses.min(dim=0, keepdim=True).values
-        ties = losses <= best + self.tie_tolerance * best.abs().clamp_min(1.0)
-        weights = ties.to(aligned.dtype) / ties.sum(dim=0, keepdim=True)
+        best = losses.min(dim=0).values
+        ties = losses <= torch.add(best, best.abs().clamp_min_(1.0), alpha=self.tie_tolerance)
+        weights = ties / ties.sum(dim=0)                   # [G, B]: 1/|ties| on each tie
         chosen = (weights.view(*weights.shape, *([1] * (aligned.dim() - 2))) * aligned).sum(0)
         if self.surrogate == "chosen" or not (self.training and torch.is_grad_enabled()):
             return chosen
