@@ -138,3 +138,31 @@ def test_equizero_decodes_identical_views_once(monkeypatch):
     every_row = sym.decode(src, 10)
     assert decoded_rows == [5, 8]
     assert torch.equal(deduplicated, every_row)
+
+
+@pytest.mark.parametrize("method", ["equitune", "lambda_equitune"])
+@torch.no_grad()
+def test_equitune_decoding_uses_the_frozen_step_with_equal_outputs(method, monkeypatch):
+    """Equitune/λ-equitune decode step by step through the frozen step in eval mode: the
+    combined log-probabilities equal those of the module's own step (float64)."""
+    from equiv.groups.words import word_action
+    from equiv.methods.sequence import SymmetrizedSeq2Seq
+    from experiments.scan.data import load
+
+    data = load("add_jump", 0.2, 0, 64)
+    torch.manual_seed(0)
+    model = Seq2Seq(len(data.in_vocab), len(data.out_vocab), hidden=16).double().eval()
+    action = word_action("scan_verb4", data.in_vocab, data.out_vocab)
+    lam = torch.nn.Linear(16, 1).double() if method == "lambda_equitune" else None
+    sym = SymmetrizedSeq2Seq(model, action, method, lambda_net=lam).eval()
+    src = data.test.src[:24]
+    frozen_steps = []
+    step = FrozenDecoder.step
+    monkeypatch.setattr(FrozenDecoder, "step",
+                        lambda self, *a: frozen_steps.append(1) or step(self, *a))
+    fast_tokens, fast_logp = sym.step_logprobs(src, max_len=20)
+    assert frozen_steps                                  # the frozen step did the decoding
+    model.use_frozen_decoder = False
+    slow_tokens, slow_logp = sym.step_logprobs(src, max_len=20)
+    assert torch.equal(fast_tokens, slow_tokens)
+    torch.testing.assert_close(fast_logp, slow_logp, rtol=1e-9, atol=1e-9)
