@@ -11,18 +11,26 @@ live in ``scripts/benchmarks/``.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")   # before torch: see equiv.runner.limit_cpu_threads
-os.environ.setdefault("MKL_NUM_THREADS", "1")
-
 import argparse
 import importlib
+import os
 import platform
 import re
 import sys
 from datetime import date
 from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")   # before torch: see equiv.runner.limit_cpu_threads
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+# glibc serves large blocks by mmap, below a threshold it moves as blocks are freed, so whether a
+# tensor's pages are faulted in afresh on every call depended on the history of the process: the
+# same small-CNN comparison gave 0.95-1.20 from run to run. Large blocks from the heap make it
+# reproducible (1.02-1.04 for the same code). glibc reads these at start-up, hence the re-exec.
+ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+if __name__ == "__main__" and any(os.environ.get(k) != v for k, v in ALLOCATOR.items()):
+    os.environ.update(ALLOCATOR)
+    os.execv(sys.executable, [sys.executable, *sys.argv])
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,7 +49,9 @@ def header() -> str:
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{platform.platform(terse=True)}",
         f"- Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch thread(s)", ""])
+        f"{torch.get_num_threads()} torch thread(s)",
+        "- glibc allocator: " + ", ".join(f"{k}={v}" for k, v in ALLOCATOR.items())
+        + " (set by bench.py: large blocks from the heap, see its source)", ""])
 
 
 def commit() -> str:

@@ -132,3 +132,16 @@ def test_equizero_averages_tied_views():
     ids = torch.tensor([[0, 4], [5, 5]])                       # no token of the cycle: stabilised
     out = Equizero(backbone, action, "entropy").eval()(ids)
     assert torch.allclose(out, Equitune(backbone, action)(ids), atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(6, 10), (6, 4, 10)])
+def test_proxies_match_their_definitions(shape):
+    """The written-out proxies equal the textbook formulas, per example (positions averaged)."""
+    from equiv.methods.equizero import entropy, neg_max_logit, neg_max_prob
+
+    y = torch.randn(*shape, dtype=torch.float64) * 3
+    logp = y.log_softmax(-1)
+    per_example = lambda v: v.reshape(shape[0], -1).mean(1)  # noqa: E731
+    torch.testing.assert_close(entropy(y), per_example(-(logp.exp() * logp).sum(-1)))
+    torch.testing.assert_close(neg_max_prob(y), per_example(-logp.exp().amax(-1)))
+    torch.testing.assert_close(neg_max_logit(y), per_example(-y.amax(-1)))

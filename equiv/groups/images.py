@@ -59,15 +59,27 @@ class PixelPermutation(Representation):
         return flat.gather(-1, index).view_as(x)
 
     def apply_all(self, x: Tensor, order: int) -> Tensor:
-        """One ``rot90``/``flip`` per element on the whole batch: 2-3x faster than gathering
-        through a per-row index (which is ``|G|·B·H·W`` int64s) for 28 px and 224 px images."""
+        """Every element on the whole batch, group-major, without a per-row index (which would
+        be ``|G|·B·H·W`` int64s). Small images: one ``index_select`` of the pixels through all
+        the elements' permutations and one group-major copy (8×8: 9 µs for rot90, 12 µs for d4,
+        against 14 and 35 µs). Large ones: one ``rot90``/``flip`` per element (224 px d4: 1.6×
+        faster than the gather)."""
         if order != len(self.elements):
             raise ValueError(f"expected {len(self.elements)} elements, got {order}")
-        if any(k % 2 for k, _ in self.elements) and x.shape[-1] != x.shape[-2]:
-            raise ValueError(f"quarter-turn rotations need square images, got "
-                             f"{x.shape[-2]}x{x.shape[-1]}")
-        return torch.cat([_rotate_mirror(x, k, bool(m)) for k, m in self.elements])
+        h, w = x.shape[-2:]
+        if h * w > SMALL_IMAGE_PIXELS:
+            if any(k % 2 for k, _ in self.elements) and h != w:
+                raise ValueError(f"quarter-turn rotations need square images, got {h}x{w}")
+            return torch.cat([_rotate_mirror(x, k, bool(m)) for k, m in self.elements])
+        table = self._index(h, w, x.device)                              # [|G|, H·W]
+        lead = x.shape[:-2]
+        moved = x.reshape(-1, h * w).index_select(1, table.reshape(-1))  # [B·…, |G|·H·W]
+        moved = moved.view(*lead, order, h, w).movedim(-3, 0)           # [|G|, B, …, H, W]
+        return moved.reshape(order * lead[0], *lead[1:], h, w)
 
+
+# Up to this many pixels ``apply_all`` gathers (fewer, cheaper ops); above, rot90/flip per element.
+SMALL_IMAGE_PIXELS = 32 * 32
 
 ROT90 = ((0, 0), (1, 0), (2, 0), (3, 0))
 ROT180 = ((0, 0), (2, 0))
