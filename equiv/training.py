@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import numpy as np
@@ -38,19 +38,11 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "") ->
     return tqdm(iterable, total=total, desc=desc, disable=None, leave=False, dynamic_ncols=True)
 
 
-def index_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Endless shuffled minibatch indices; each epoch is a fresh permutation, none is cut short."""
-    while True:
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield order[start:start + batch_size]
-
-
 class IndexBatches:
-    """``index_batches`` with a state that can be saved and restored, for exact resumes.
+    """Endless shuffled minibatch indices; each epoch is a fresh permutation, none is cut short.
 
-    Yields the same batches as ``index_batches`` and draws from ``generator`` at the same
-    moments (a permutation when an epoch starts), so switching between them changes nothing.
+    An iterator with a state that can be saved and restored, for exact resumes; it draws from
+    ``generator`` only when an epoch starts.
     """
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:

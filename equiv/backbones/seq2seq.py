@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -204,17 +204,23 @@ class Seq2Seq(nn.Module):
         assert sums is not None and counts is not None
         return tokens, sums, counts
 
+    def stepper(self, state: DecoderState
+                ) -> tuple[Callable[..., tuple[Tensor, Any]], DecoderState | FrozenState]:
+        """The decoder step to run from ``state``, and the state it takes: the equal but faster
+        :class:`~equiv.backbones.seq2seq_inference.FrozenDecoder` when nothing is trained and
+        dropout is off (eval mode, no gradient, ``use_frozen_decoder``), else ``decode_step``."""
+        if self.use_frozen_decoder and not self.training and not torch.is_grad_enabled():
+            from equiv.backbones.seq2seq_inference import FrozenDecoder
+
+            frozen = FrozenDecoder(self)
+            return frozen.step, frozen.prepare(state)
+        return self.decode_step, state
+
     def _greedy_compact(self, src: Tensor, max_len: int, keep_logits: bool,
                         step_score: Callable[[Tensor], Tensor] | None
                         ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """The no-gradient greedy loop: finished rows leave the batch."""
-        state: DecoderState | FrozenState = self.encode(src)
-        step: Callable = self.decode_step
-        if not self.training and self.use_frozen_decoder:
-            from equiv.backbones.seq2seq_inference import FrozenDecoder
-
-            frozen = FrozenDecoder(self)
-            state, step = frozen.prepare(state), frozen.step
+        step, state = self.stepper(self.encode(src))
         b, device = src.shape[0], src.device
         tokens = torch.full((b, max_len), PAD, dtype=torch.long, device=device)
         dtype = self.out.weight.dtype

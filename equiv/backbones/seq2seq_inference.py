@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from equiv.backbones.seq2seq import DecoderState, Seq2Seq
 
@@ -151,8 +151,3 @@ class FrozenDecoder:
             feat = h
         logits = F.linear(feat, self.out_weight, self.out_bias)   # [V, H] layout: 2x addmm's
         return logits, FrozenState(h, c, rec, state.keys_t, state.values, state.mask_bias)
-
-
-def frozen_decoder_applies(model: nn.Module) -> bool:
-    """The frozen step is exact only without dropout and is pointless with autograd."""
-    return not model.training and not torch.is_grad_enabled()

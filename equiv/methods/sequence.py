@@ -16,7 +16,6 @@ applied to the output for ``x``, token by token (equizero: when the proxy values
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -24,7 +23,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from equiv.backbones.seq2seq import DecoderState, Seq2Seq
-from equiv.backbones.seq2seq_inference import FrozenDecoder, FrozenState, frozen_decoder_applies
 from equiv.data.vocab import EOS, PAD, SOS
 from equiv.groups import GroupAction
 from equiv.groups.permutation import LastDimPermutation, TokenPermutation
@@ -116,14 +114,6 @@ class SymmetrizedSeq2Seq(nn.Module):
         gx = self.action.act_in_all(src)
         return gx, self.model.encode(gx), self.action.stacked_elements(src.shape[0], src.device)
 
-    def _stepper(self, state: DecoderState) -> tuple[Callable, DecoderState | FrozenState]:
-        """The decoder step and its initial state: the model's own ``decode_step``, or the
-        equal but faster frozen step when nothing is trained and dropout is off."""
-        if self.model.use_frozen_decoder and frozen_decoder_applies(self.model):
-            frozen = FrozenDecoder(self.model)
-            return frozen.step, frozen.prepare(state)
-        return self.model.decode_step, state
-
     def _weights(self, state: DecoderState, batch: int) -> Tensor:
         """Combination weights ``[|G|, B]`` of the views (uniform unless λ-equitune)."""
         if self.method != "lambda_equitune":
@@ -176,7 +166,7 @@ class SymmetrizedSeq2Seq(nn.Module):
             forced = (draw < teacher_forcing).repeat(self.order)
         tokens, logps, views = [], [], []
         done = torch.zeros(batch, dtype=torch.bool, device=src.device)
-        step, step_state = self._stepper(state)
+        step, step_state = self.model.stepper(state)
         for t in range(steps):
             logits, step_state = step(step_state, view_prev)
             aligned = self._aligned(logits, g)

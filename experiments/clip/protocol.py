@@ -28,7 +28,13 @@ from equiv.groups.sampling import transform_elements
 from equiv.methods import Equizero, LambdaEquitune, Symmetrizer, build_method
 from equiv.pretraining import config_hash
 from equiv.testing import equivariance_error
-from equiv.training import check_finite, derived_generator, index_batches, progress, seed_everything
+from equiv.training import (
+    IndexBatches,
+    check_finite,
+    derived_generator,
+    progress,
+    seed_everything,
+)
 from experiments.clip.compat import AuthorsLambdaEquitune
 from experiments.clip.data import ClipData, Indexed, load_data
 from experiments.clip.resources import open_clip_cache, prefetch_command
@@ -186,7 +192,7 @@ def train_lambda_phase(model: LambdaEquitune, train: Indexed, cfg: DictConfig, c
     best = (score(), 0, {k: v.clone() for k, v in model.lambda_net.state_dict().items()}) \
         if select_every else None
     opt = torch.optim.SGD(model.lambda_net.parameters(), lr=lp.lr, momentum=lp.momentum)
-    batches = index_batches(len(pool), lp.batch_size, gen)
+    batches = IndexBatches(len(pool), lp.batch_size, gen)
     for step in progress(range(1, lp.steps + 1), total=lp.steps, desc="λ phase"):
         idx = next(batches)
         model.lambda_net.train()

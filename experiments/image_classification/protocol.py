@@ -42,7 +42,6 @@ from equiv.training import (
     IndexBatches,
     accuracy,
     derived_generator,
-    index_batches,
     seed_everything,
     train_steps,
 )
@@ -403,7 +402,7 @@ def train_lambda_only(model: LambdaEquitune, split: ImageSplit, transform: Group
         p.requires_grad_(False)
     model.backbone.eval()
     gen = derived_generator(ctx.seed, "lambda_phase")
-    batches = index_batches(len(split.x_train), lp.batch_size, gen)
+    batches = IndexBatches(len(split.x_train), lp.batch_size, gen)
     order = model.action.order
 
     if model.lambda_input == "features":
