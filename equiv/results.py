@@ -70,9 +70,11 @@ def git_sha(repo_dir: Path | None = None) -> str | None:
     return sha or None
 
 
-def git_dirty(repo_dir: Path | None = None) -> bool | None:
-    """Whether tracked files have uncommitted changes, so a SHA alone may not reproduce a run."""
-    out = _git(["status", "--porcelain", "--untracked-files=no"], repo_dir)
+def git_dirty(repo_dir: Path | None = None, ignore: tuple[str, ...] = ()) -> bool | None:
+    """Whether tracked files have uncommitted changes, so a SHA alone may not reproduce a run;
+    ``ignore``: pathspecs whose changes do not count (e.g. the outputs being written)."""
+    excluded = ["--", ".", *(f":!{spec}" for spec in ignore)] if ignore else []
+    out = _git(["status", "--porcelain", "--untracked-files=no", *excluded], repo_dir)
     if out is None:
         return None
     return bool(out.strip())

@@ -57,17 +57,12 @@ def header() -> str:
 def commit() -> str:
     """The checked-out commit, ``+dirty`` if code (anything but ``results/`` and Markdown) has
     uncommitted changes: what was measured, not the benchmark file being written."""
-    import subprocess
+    from equiv.results import git_dirty, git_sha
 
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-
-    sha = git("rev-parse", "--short=7", "HEAD")
-    if sha.returncode != 0:
+    sha = git_sha(ROOT)
+    if sha is None:
         return "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results",
-                ":!*.md").stdout.strip()
-    return f"`{sha.stdout.strip()}`" + ("+dirty" if dirty else "")
+    return f"`{sha[:7]}`" + ("+dirty" if git_dirty(ROOT, ignore=("results", "*.md")) else "")
 
 
 def sections_of(text: str) -> dict[str, str]:
