@@ -123,3 +123,18 @@ def test_bad_permutation_inputs():
         make_action("permutation", in_cycles=[[1, 9]], in_size=5)
     with pytest.raises(ValueError, match="square"):
         make_action("rot90").act_in(torch.zeros(1, 1, 3, 4), 1)
+
+
+@pytest.mark.parametrize("name", ["rot90", "rot180", "hflip", "d4"])
+@pytest.mark.parametrize("size", [8, 40])            # below and above SMALL_IMAGE_PIXELS
+def test_all_views_of_small_and_large_images(name, size):
+    """``act_in_all`` gathers small images and rotates/flips large ones: both give every
+    element's own action, group-major."""
+    from equiv.groups.images import SMALL_IMAGE_PIXELS
+
+    assert (size * size <= SMALL_IMAGE_PIXELS) == (size == 8)
+    action = make_action(name)
+    x = torch.randn(3, 2, size, size)
+    stacked = action.act_in_all(x)
+    for g in action.elements:
+        assert torch.equal(stacked[3 * g:3 * g + 3], action.act_in(x, g))
