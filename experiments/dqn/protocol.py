@@ -1,7 +1,7 @@
 """Deep Q-learning transfer: a DQN pretrained where only some orientations occur, wrapped by a
 symmetrizer, evaluated zero-shot and finetuned on the full symmetric distribution.
 
-1. Pretraining (cached, shared by every method and seed): vanilla DQN on the restricted
+1. Pretraining (cached, one per seed, shared by every method): vanilla DQN on the restricted
    distribution (``experiments.dqn.environments``), resumable from its cache folder.
 2. The wrapped Q-network's greedy return on fixed evaluation seeds of the full distribution:
    zero-shot (the curve's step 0), then every ``eval_every`` env steps of DQN finetuning (same

@@ -2,7 +2,7 @@
 finetuned (Basu et al. 2023 §SCAN; the data split and groups of Gordon et al. 2020).
 
 Protocol: one seq2seq model per (split, cell) is pretrained on the split's training commands
-(cached, shared by every method and seed). Each method wraps it; exact-match accuracy on the
+(cached, one per seed, shared by every method). Each method wraps it; exact-match accuracy on the
 validation and test commands is measured before finetuning (zero-shot) and every
 ``eval_every`` finetuning iterations; the reported finetuned numbers are those of the
 best-validation evaluation (the authors report the last model's). λ-equitune first trains its
