@@ -64,7 +64,7 @@ def test_run_py_path_per_environment(env, tmp_path):
     text = format_summary(cfg, first)
     assert "zero-shot return on the full distribution" in text and "finetuning" in text
     assert f"results: {first.results_path}" in text
-    other = execute(compose_config(*dqn_tiny(env), "method=vanilla", tmp=tmp_path),
+    other = execute(compose_config(*dqn_tiny(env), "method=vanilla", "seed=1", tmp=tmp_path),
                     tmp_path / "other")
     again = json.loads(other.results_path.read_text())
     assert again["pretrain"]["checkpoint"] == pretrain["checkpoint"]   # cached, not retrained

@@ -135,16 +135,20 @@ def test_results_json_content(method, tmp_path):
     assert json.loads(rerun.results_path.read_text())["metrics"] == m
 
 
-def test_pretrained_backbone_is_cached_and_shared(tmp_path):
-    first = execute(compose_config(*TINY, "method=vanilla", tmp=tmp_path), tmp_path / "a")
-    second = execute(compose_config(*TINY, "method=equitune", "seed=1", tmp=tmp_path),
-                     tmp_path / "b")
-    meta = [json.loads(r.results_path.read_text())["pretrain"] for r in (first, second)]
-    assert meta[0]["cached"] is False and meta[1]["cached"] is True
-    assert meta[0]["hash"] == meta[1]["hash"]
-    upright = [json.loads(r.results_path.read_text())["metrics"]["upright_accuracy"]
-               for r in (first, second)]
-    assert upright[0] == upright[1]
+def test_pretrained_backbone_is_cached_per_seed_and_shared_by_methods(tmp_path):
+    """One pretrained model per seed (``task.pretrain.seed`` follows ``seed``), reused by every
+    method of that seed; an integer ``task.pretrain.seed`` shares one model across seeds."""
+    runs = {name: execute(compose_config(*TINY, *overrides, tmp=tmp_path), tmp_path / name)
+            for name, overrides in [("a", ["method=vanilla"]), ("b", ["method=equitune"]),
+                                    ("c", ["method=equitune", "seed=1"]),
+                                    ("d", ["method=vanilla", "seed=1", "task.pretrain.seed=0"])]}
+    res = {name: json.loads(r.results_path.read_text()) for name, r in runs.items()}
+    meta = {name: r["pretrain"] for name, r in res.items()}
+    assert [meta[n]["cached"] for n in "abcd"] == [False, True, False, True]
+    assert meta["a"]["hash"] == meta["b"]["hash"] == meta["d"]["hash"] != meta["c"]["hash"]
+    assert res["c"]["config"]["task"]["pretrain"]["seed"] == 1
+    upright = {n: r["metrics"]["upright_accuracy"] for n, r in res.items()}
+    assert upright["a"] == upright["b"] == upright["d"]
 
 
 def test_random_init_is_explicit_and_recorded(tmp_path):

@@ -7,9 +7,18 @@ import torch
 
 import experiments.scan.protocol as protocol
 from equiv.config import ConfigError
+from equiv.data.vocab import EOS, PAD, Vocab
+from equiv.groups.words import word_action
 from equiv.pretraining import save_atomic
 from equiv.runner import execute, validate
-from experiments.scan.data import load, vocabularies
+from experiments.scan.data import encode, load, vocabularies
+from experiments.scan.views import (
+    command_ids,
+    in_training_views,
+    oracle_exact_match,
+    training_file_commands,
+    view_ceiling,
+)
 from tests.helpers import compose_config
 
 SCAN_TINY = [
@@ -50,14 +59,22 @@ def test_every_method_runs_and_reports(method, tmp_path):
     if method != "vanilla":
         assert m["equivariance_agreement"] == 1.0
         assert m["equivariance_agreement_zero_shot"] == 1.0
-    if method == "lambda_equitune":
-        assert "test_acc_before_lambda" in m
+    # The group's view ceiling and the oracle: cheap, in every run, oracle <= ceiling.
+    assert 0.0 <= m["test_view_ceiling_seen"] <= m["test_view_ceiling"] <= 1.0
+    assert 0.0 <= m["test_acc_oracle"] <= m["test_view_ceiling"]
+    if method == "lambda_equitune":      # zero-shot = untrained λ; the curve starts after λ
+        assert m["test_acc_lambda_phase"] == res["curves"]["test_acc"][0]["value"]
+        assert m["val_acc_lambda_phase"] == res["curves"]["val_acc"][0]["value"]
+    else:
+        assert "test_acc_lambda_phase" not in m
+        assert m["test_acc_zero_shot"] == res["curves"]["test_acc"][0]["value"]
     assert not (tmp_path / "run" / protocol.PROGRESS_FILE).exists()
 
 
 def test_pretraining_is_cached_and_shared(tmp_path):
+    """Shared by the methods of a seed (and across seeds with an integer task.pretrain.seed)."""
     first = run_scan(tmp_path, "method=vanilla", name="a")
-    second = run_scan(tmp_path, "method=equizero", "seed=1", name="b")
+    second = run_scan(tmp_path, "method=equizero", "seed=1", "task.pretrain.seed=0", name="b")
     assert first["pretrain"]["cached"] is False
     assert second["pretrain"]["cached"] is True
     assert first["pretrain"]["hash"] == second["pretrain"]["hash"]
@@ -158,3 +175,71 @@ def test_data_split_and_vocabularies():
     assert data.out_vocab.decode(gold[0] + [2]) == data.test.pairs[0][1]
     again = load("add_jump", 0.2, 0)
     assert again.val.pairs == data.val.pairs
+
+
+# A toy grammar with an order-4 cycle a -> b -> c -> d (not an involution: g=1 and g⁻¹=3
+# differ), so a swapped g/g⁻¹ finds the wrong view and maps decodings back wrongly.
+TOY_IN, TOY_OUT = Vocab(["a", "b", "c", "d", "e", "twice"]), Vocab(["A", "B", "C", "D", "E"])
+TOY_TRAIN = {"b twice": "B B", "c": "C", "a": "A"}
+TOY_TEST = [("a twice", "A A"),      # only its view under g=1 ("b twice") is in training
+            ("d", "D"),              # views under g=1 ("a"), g=3 ("c") are in training
+            ("e", "E")]              # the group fixes it: no view in training
+
+
+def toy_action():
+    return word_action("toy4", TOY_IN, TOY_OUT, [["a", "b", "c", "d"]], [["A", "B", "C", "D"]])
+
+
+def test_view_ceiling_on_a_toy_order4_group():
+    action, test = toy_action(), encode(TOY_TEST, TOY_IN, TOY_OUT)
+    hits = in_training_views(test.src, action, command_ids(list(TOY_TRAIN), TOY_IN))
+    assert hits.tolist() == [[False, False, False],     # identity: test commands are new
+                             [True, True, False],       # g=1: a->b, d->a
+                             [False, False, False],     # g=2: a->c twice, d->b
+                             [False, True, False]]      # g=3: d->c
+    assert view_ceiling(hits) == 2 / 3
+    for g, b in hits.nonzero().tolist():                # each hit really is g·x
+        view = action.act_in(test.src[b : b + 1], g)[0]
+        assert TOY_IN.decode([t for t in view.tolist() if t != PAD] + [EOS]) in TOY_TRAIN
+
+
+class LookupDecoder(torch.nn.Module):
+    """Decodes the toy training commands perfectly and anything else to nothing (EOS)."""
+
+    def decode(self, src, max_len):
+        out = torch.full((src.shape[0], max_len), PAD, dtype=torch.long)
+        for i, row in enumerate(src.tolist()):
+            command = TOY_IN.decode([t for t in row if t != PAD] + [EOS])
+            ids = TOY_OUT.encode(TOY_TRAIN[command]) if command in TOY_TRAIN else [EOS]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+def test_oracle_maps_the_in_training_view_back_by_the_inverse():
+    action, test = toy_action(), encode(TOY_TEST, TOY_IN, TOY_OUT)
+    hits = in_training_views(test.src, action, command_ids(list(TOY_TRAIN), TOY_IN))
+    acc = oracle_exact_match(LookupDecoder(), action, test, hits, 2, 6, torch.device("cpu"))
+    assert acc == 2 / 3           # "a twice" <- g⁻¹·"B B"; "d" <- g⁻¹·"A" (or "C"); not "e"
+    only_g1 = hits.clone()
+    only_g1[3] = False            # "d" from its g=1 view "a" alone: g⁻¹=3 maps A to D
+    assert oracle_exact_match(LookupDecoder(), action, test, only_g1, 8, 6,
+                              torch.device("cpu")) == 2 / 3
+    only_g3 = hits.clone()
+    only_g3[1, 1] = False         # "d" from its g=3 view "c" alone: g⁻¹=1 maps C to D
+    assert oracle_exact_match(LookupDecoder(), action, test, only_g3, 8, 6,
+                              torch.device("cpu")) == 2 / 3
+
+
+@pytest.mark.parametrize(("split", "group", "ceiling", "seen"), [
+    ("add_jump", "scan_verb", 0.771, 0.615),
+    ("around_right", "scan_direction", 0.839, 0.672),
+    ("add_jump", "scan_verb4", 1.0, 0.971),
+])
+def test_view_ceilings_of_the_scan_splits(split, group, ceiling, seen):
+    data = load(split, 0.2, 0)
+    action = word_action(group, data.in_vocab, data.out_vocab)
+    full = in_training_views(data.test.src, action, training_file_commands(split, data.in_vocab))
+    part = in_training_views(data.test.src, action,
+                             command_ids([c for c, _ in data.train.pairs], data.in_vocab))
+    assert view_ceiling(full) == pytest.approx(ceiling, abs=5e-4)
+    assert view_ceiling(part) == pytest.approx(seen, abs=5e-4)
