@@ -217,6 +217,42 @@ def evaluate(q_fn: QFunction, make_env: EnvFactory, seeds: Sequence[int], *,
     return float(returns.mean()), [float(r) for r in returns]
 
 
+@torch.no_grad()
+def collect_transitions(q_fn: QFunction, make_env: EnvFactory, n: int, *, num_envs: int = 1,
+                        epsilon: float = 0.0, seed: int = 0) -> Transitions:
+    """``n`` real transitions of ``q_fn``'s ε-greedy policy, e.g. the experience of a pretrained
+    agent on its own distribution. Acting as in :func:`train_dqn` (eval mode, a private
+    generator seeded with ``seed``, sub-env ``i`` first reset with ``seed + i``, autoreset steps
+    skipped, truncation stored as not terminated); deterministic given its arguments."""
+    if n < 1 or num_envs < 1:
+        raise ValueError(f"n and num_envs must be >= 1, got {n} and {num_envs}")
+    gen = torch.Generator().manual_seed(seed)
+    modes = _Modes(q_fn)
+    device = _device_of(q_fn)
+    envs = SyncVectorEnv([make_env for _ in range(num_envs)],
+                         autoreset_mode=AutoresetMode.NEXT_STEP)
+    parts: list[tuple[np.ndarray, Tensor, np.ndarray, np.ndarray, np.ndarray]] = []
+    try:
+        n_actions, start = _discrete_actions(envs.single_action_space)
+        obs, _ = envs.reset(seed=_reset_seeds(seed, 0, num_envs))
+        autoresetting = np.zeros(num_envs, dtype=bool)
+        count = 0
+        while count < n:
+            actions = _act(q_fn, modes, _as_obs(obs, device), epsilon, gen, n_actions)
+            next_obs, rewards, terminated, truncated, _ = envs.step(actions.numpy() + start)
+            real = ~autoresetting
+            parts.append((obs[real], actions[torch.from_numpy(real)], rewards[real],
+                          next_obs[real], terminated[real]))
+            count += int(real.sum())
+            autoresetting, obs = terminated | truncated, next_obs
+    finally:
+        envs.close()
+    o, a, r, o2, t = (np.concatenate([np.asarray(p[i]) for p in parts])[:n] for i in range(5))
+    return Transitions(_as_obs(o, device), torch.as_tensor(a, dtype=torch.int64, device=device),
+                       torch.as_tensor(r, dtype=torch.float32, device=device),
+                       _as_obs(o2, device), torch.as_tensor(t, dtype=torch.bool, device=device))
+
+
 def td_loss(q_net: nn.Module, target_net: nn.Module, batch: Transitions, gamma: float, *,
             huber_delta: float = 1.0, double_dqn: bool = False,
             modes: _Modes | None = None) -> Tensor:
@@ -433,7 +469,7 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
 
 
 @torch.no_grad()
-def _act(q_net: nn.Module, modes: _Modes, obs: Tensor, epsilon: float, gen: torch.Generator,
+def _act(q_net: QFunction, modes: _Modes, obs: Tensor, epsilon: float, gen: torch.Generator,
          n_actions: int) -> Tensor:
     """ε-greedy actions ``[num_envs]`` (CPU, 0-based). The generator is consumed the same way
     whatever ε is, and the greedy forward (eval mode) draws nothing, so the random stream

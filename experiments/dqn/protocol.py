@@ -8,8 +8,18 @@ symmetrizer, evaluated zero-shot and finetuned on the full symmetric distributio
    budget for every method), resumable from ``progress.pt`` in the run directory.
 Equizero keeps the transformed state with the highest max-Q (proxy ``neg_max_logit``) and maps
 its action back by g⁻¹, and is finetuned through that view (``task.equizero_surrogate: chosen``);
-equitune averages g⁻¹·Q(g·s); λ-equitune weighs the views by λ of the backbone features (λ
-learns during finetuning, jointly with the backbone).
+equitune averages g⁻¹·Q(g·s); λ-equitune weighs the views by λ of the backbone features.
+
+λ-equitune's λ phase (``method.lambda_phase``, before finetuning, backbone frozen): the
+pretrained agent acts ε-greedily on its own, restricted distribution (where its Q-values are the
+ones it was trained to get right) and λ is fitted so that the wrapped network reproduces them
+there: Huber loss between λ-equitune's Q(s) and the backbone's Q(s). Where a mirrored/rotated
+view disagrees with the upright one, this moves λ's weight to the upright view; where they
+agree, it does not care. The wrapper is exactly equivariant and the environment symmetric, so
+the views of g·s are those of s, permuted: what λ learns on the pretraining orientation is what
+it does on every orientation. No evaluation episode and no full-distribution step is used. The
+return is then measured on the full distribution, and finetuning trains λ with the backbone
+(``method.freeze_lambda: false``) or the backbone alone (``true``).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -26,8 +37,10 @@ from equiv.checkpoints import PROGRESS_FILE, check_finite_weights, fingerprint, 
 from equiv.experiment import Outcome, RunContext
 from equiv.groups import GroupAction, make_action
 from equiv.methods import build_method
+from equiv.methods.lambda_equitune import LambdaEquitune
 from equiv.pretraining import backbone_key, cached_pretrain, config_hash, save_atomic
-from equiv.rl import DQNConfig, evaluate, train_dqn
+from equiv.rl import DQNConfig, collect_transitions, evaluate, td_loss, train_dqn
+from equiv.training import check_finite, derived_generator
 from experiments.dqn.environments import env_factory
 
 
@@ -108,7 +121,16 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     dqn = DQNConfig(**_plain(task.finetune.dqn))
     m = out.metrics
     m["return_zero_shot"], _ = evaluate(model, env_fn, dqn.eval_seeds())
-    out.add_point("return", 0, m["return_zero_shot"])
+    params = None                                   # all of the model's
+    if isinstance(model, LambdaEquitune):
+        if cfg.method.lambda_phase.steps > 0:
+            lambda_phase(model, qnet, cfg, ctx, out)
+            m["return_lambda_phase"], _ = evaluate(model, env_fn, dqn.eval_seeds())
+        if cfg.method.freeze_lambda:
+            lam = {id(p) for p in model.lambda_net.parameters()}
+            params = [p for p in model.parameters() if id(p) not in lam]
+    # The return curve starts where finetuning starts (after the λ phase, if any).
+    out.add_point("return", 0, m.get("return_lambda_phase", m["return_zero_shot"]))
     if task.finetune.enabled:
         resume, save = _resumable(ctx.run_dir / PROGRESS_FILE, fingerprint(_plain(cfg)),
                                   bool(cfg.force))
@@ -118,7 +140,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
 
         report = train_dqn(model, env_fn, DQNConfig(**{**_plain(task.finetune.dqn),
                                                        "eval_at_start": False}),
-                           ctx.seed, on_eval=on_eval, on_checkpoint=save, resume_from=resume)
+                           ctx.seed, params=params, on_eval=on_eval, on_checkpoint=save,
+                           resume_from=resume)
         out.curves["return"] += report["curve"]      # the trainer's curve survives a resume
         m["return_finetuned"] = report["final_return"]
         m["train_steps_per_second"] = report["steps_per_second"]
@@ -129,6 +152,77 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     return out
 
 
+def lambda_phase(model: LambdaEquitune, qnet: nn.Module, cfg: DictConfig, ctx: RunContext,
+                 out: Outcome) -> None:
+    """Fit λ alone (backbone frozen) so that the wrapper reproduces the pretrained Q-values on
+    the pretrained agent's own experience (module docstring: why).
+
+    Data: ``min(steps·batch_size, finetune buffer_size)`` transitions of the pretrained agent on
+    the restricted distribution, ε = the finetuning's ``eps_start``, env seeds derived from the
+    run seed (never the evaluation seeds). The backbone's features of all |G| views and its
+    Q-values are computed once; each step is an Adam step (``lambda_phase.lr``) on a batch of
+    ``lambda_phase.batch_size`` of them, gradients for λ's parameters only. Recorded about 20
+    times: the phase's loss (mean since the previous point) and, as a diagnostic, the TD loss
+    of the wrapped network (eval mode, as its own target) on a fixed probe of the transitions.
+    Deterministic given the seed, so a resumed run redoes it identically.
+    """
+    lp, task = cfg.method.lambda_phase, cfg.task
+    ft = DQNConfig(**_plain(task.finetune.dqn))
+    gen = derived_generator(ctx.seed, "dqn_lambda_phase")
+    env_seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+    torch.manual_seed(env_seed)                     # dropout in the λ-network
+    restricted = env_factory(task.env, task.env_kwargs, restricted=True)
+    n = min(lp.steps * lp.batch_size, ft.buffer_size)
+    data = collect_transitions(qnet, restricted, n, num_envs=ft.num_envs, epsilon=ft.eps_start,
+                               seed=env_seed)
+    order = model.action.order
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        feats = model.stacked_features(data.obs).view(order, n, -1)      # [G, N, D]
+        target = qnet(data.obs)                                          # [N, A]
+    probe = type(data)(*(t[:1024] for t in data))
+    lam = list(model.lambda_net.parameters())
+    optimizer = torch.optim.Adam(lam, lr=lp.lr)
+    every = max(1, lp.steps // 20)
+    losses: list[dict[str, float]] = []
+    td: list[dict[str, float]] = []
+
+    def probe_td(step: int) -> None:
+        with torch.no_grad():
+            loss = td_loss(model, model, probe, ft.gamma, huber_delta=ft.huber_delta,
+                           double_dqn=ft.double_dqn)
+        td.append({"step": step, "value": float(loss)})
+
+    probe_td(0)
+    running, last = 0.0, 0
+    for step in range(1, lp.steps + 1):
+        idx = torch.randint(n, (lp.batch_size,), generator=gen)
+        model.lambda_net.train()
+        q = model.combine_features(feats[:, idx].reshape(order * lp.batch_size, -1))
+        loss = F.huber_loss(q, target[idx], delta=ft.huber_delta)
+        check_finite(loss, step, "the λ phase")
+        for p, g in zip(lam, torch.autograd.grad(loss, lam), strict=True):
+            p.grad = g
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        running += float(loss.detach())
+        if step % every == 0 or step == lp.steps:
+            losses.append({"step": step, "value": running / (step - last)})
+            running, last = 0.0, step
+            model.eval()
+            probe_td(step)
+    model.train(was_training)
+    out.curves["lambda_phase_loss"] = losses
+    out.curves["lambda_phase_td_loss"] = td
+    with torch.no_grad():
+        model.eval()
+        weights = model.lambda_weights(probe.obs)                       # [B, |G|]
+        model.train(was_training)
+    out.extra["lambda_phase"] = {"transitions": n, "steps": lp.steps, "env_seed": env_seed,
+                                 "mean_weight_per_view": weights.mean(dim=0).tolist()}
+
+
 def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     m, n = out.metrics, cfg.task.finetune.dqn.eval_episodes
     lines = []
@@ -137,6 +231,9 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
                       f"{m['pretrained_return']:.3f}"))
     lines.append((f"zero-shot return on the full distribution ({n} episodes)",
                   f"{m['return_zero_shot']:.3f}"))
+    if "return_lambda_phase" in m:
+        lines.append((f"  after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
+                      "frozen)", f"{m['return_lambda_phase']:.3f}"))
     if "return_finetuned" in m:
         lines.append((f"after {cfg.task.finetune.dqn.total_steps} env steps of finetuning",
                       f"{m['return_finetuned']:.3f}"))
