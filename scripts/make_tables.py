@@ -42,8 +42,11 @@ COLUMNS = {
     ],
     "scan": [
         ("pretrained_val_acc", "pretrained model, val", 3),
+        ("test_view_ceiling", "view ceiling (test)", 3),
         ("val_acc_zero_shot", "zero-shot val", 3),
         ("test_acc_zero_shot", "zero-shot test", 3),
+        ("val_acc_lambda_phase", "after λ phase val", 3),
+        ("test_acc_lambda_phase", "after λ phase test", 3),
         ("val_acc", "finetuned val", 3),
         ("test_acc", "finetuned test", 3),
         ("equivariance_agreement", "decode(g·x) = g·decode(x)", 3),
@@ -98,25 +101,83 @@ def dqn_table(summary, columns) -> tuple[str, list[list[str]]]:
 
 
 SCAN_CELLS = ("seq2seq_rnn", "seq2seq_gru", "seq2seq_lstm")         # table order
+SCAN_ORACLE = "oracle (in-training view)"
 SCAN_NOTE = (
-    " Exact-match accuracy. \"finetuned\" is the evaluation with the best validation accuracy"
-    " along finetuning, step 0 included (so it equals zero-shot where finetuning never"
-    " improved validation); each run's `test_acc_last` and curves show the last one. The"
-    " pretrained model is one cached run per split and cell, shared by every method and seed.")
+    " Exact-match accuracy. \"view ceiling\": the share of test commands with a view g·x (g in"
+    " the row's group) in the split's training file, the most any view selection can hand to"
+    " the pretrained model in its own distribution (pure data). The \"oracle\" row of each"
+    " split, cell and group decodes those in-training views with the pretrained model and maps"
+    " the output back by g⁻¹ (a command counts as solved if one of them decodes right, as wrong"
+    " if it has none), in the zero-shot test column: an upper reference for view selection."
+    " λ-equitune's \"zero-shot\" is with its untrained λ-network, \"after λ phase\" after"
+    " training λ alone (backbone frozen), where its finetuning starts. \"finetuned\" is the"
+    " evaluation with the best validation accuracy along finetuning, step 0 included (so it"
+    " equals the starting point where finetuning never improved validation); each run's"
+    " `test_acc_last` and curves show the last one. The pretrained model is one cached run per"
+    " split, cell and seed, shared by the methods.")
 
 
-def scan_table(summary, columns) -> tuple[str, list[list[str]]]:
-    """Split × cell × method in one table (the paper's SCAN table layout)."""
+def scan_frame(frame, splits: dict[str, str]):
+    """SCAN runs keyed by split instead of task name (``scan_add_jump_verb4`` is Add Jump under
+    another group), one run per split, cell, group, method and seed."""
+    frame = frame.assign(task=frame["task"].map(lambda t: splits.get(t, t.removeprefix("scan_"))))
+    return frame.drop_duplicates(["task", "backbone", "group", "method", "seed"])
+
+
+def oracle_rows(frame, columns) -> dict[tuple[str, str, str], list[str]]:
+    """Per (split, backbone, group): the oracle's test exact match, mean ± std over seeds (its
+    methods' runs of one seed decode the same pretrained model: averaged first)."""
+    if "test_acc_oracle" not in frame.columns:
+        return {}
+    frame = frame[frame["pretrained"].astype(bool) & frame["test_acc_oracle"].notna()]
+    per_seed = frame.groupby(["task", "backbone", "group", "seed"])[
+        ["test_acc_oracle", "test_view_ceiling"]].mean().reset_index()
+    rows = {}
+    for (split, backbone, group), part in per_seed.groupby(["task", "backbone", "group"]):
+        values = {"test_acc_zero_shot": stat_cell(part["test_acc_oracle"].tolist(), 3),
+                  "test_view_ceiling": constant_cell(part["test_view_ceiling"].tolist())}
+        rows[(split, backbone, group)] = [
+            split, backbone.removeprefix("seq2seq_").upper(), group, SCAN_ORACLE,
+            *(values.get(m, "—") for m, _, _ in columns), str(len(part))]
+    return rows
+
+
+def constant_cell(values: Sequence[float], digits: int = 3) -> str:
+    """A value every seed shares (the view ceiling is data) without a ``± 0.000``."""
+    values = [v for v in values if v == v]
+    if not values:
+        return "—"
+    return f"{values[0]:.{digits}f}" if len(set(values)) == 1 else stat_cell(values, digits)
+
+
+def scan_cell(row, metric: str, digits: int | None) -> str:
+    """As ``cell``; the view ceiling, data every seed shares, without its ``± 0.000``."""
+    if metric == "test_view_ceiling" and f"{metric}_std" in row.index \
+            and row[f"{metric}_n"] > 1 and row[f"{metric}_std"] == 0:
+        return constant_cell([row[f"{metric}_mean"]], digits or 3)
+    return cell(row, metric, digits)
+
+
+def scan_table(summary, columns, oracles: dict[tuple[str, str, str], list[str]] | None = None,
+               ) -> tuple[str, list[list[str]]]:
+    """Split × group × cell × method in one table (the paper's SCAN table layout), each
+    (split, group, cell) block closed by its oracle row."""
     header = ["split", "cell", "group", "method", *(t for _, t, _ in columns), "seeds"]
+    oracles = dict(oracles or {})
     cells = {b: i for i, b in enumerate(SCAN_CELLS)}
     summary = summary.assign(_cell=summary["backbone"].map(lambda b: cells.get(b, len(cells))))
-    summary = summary.sort_values(["task", "_cell", "backbone"], kind="stable")
+    summary = summary.sort_values(["task", "group", "_cell", "backbone"], kind="stable")
     rows = []
-    for _, row in summary.iterrows():
-        seeds = max(int(row[f"{m}_n"]) for m, _, _ in columns if f"{m}_n" in row.index)
-        rows.append([row["task"].removeprefix("scan_"),
-                     row["backbone"].removeprefix("seq2seq_").upper(), row["group"],
-                     row["method"], *(cell(row, m, d) for m, _, d in columns), str(seeds)])
+    for block, part in summary.groupby(["task", "group", "_cell", "backbone"], sort=False):
+        for _, row in part.iterrows():
+            seeds = max(int(row[f"{m}_n"]) for m, _, _ in columns if f"{m}_n" in row.index)
+            rows.append([row["task"], row["backbone"].removeprefix("seq2seq_").upper(),
+                         row["group"], row["method"], *(scan_cell(row, m, d)
+                                                        for m, _, d in columns), str(seeds)])
+        oracle = oracles.pop((block[0], block[3], block[1]), None)
+        if oracle is not None:
+            rows.append(oracle)
+    rows += [oracles[k] for k in sorted(oracles)]           # oracles of blocks without rows
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(md) + "\n", [header, *rows]
@@ -450,8 +511,12 @@ def main(argv: list[str] | None = None, api: Any = None) -> int:
     scan_tasks = sorted(t for t, family in families.items() if family == "scan")
     if scan_tasks:
         columns = COLUMNS["scan"]
-        summary = summarize(frame[frame["task"].isin(scan_tasks)], [m for m, _, _ in columns])
-        write_table(args.out, "scan", intro + SCAN_NOTE, *scan_table(summary, columns))
+        splits = {r["task"]: str(config_get(r, "task", "split", default=r["task"]
+                                            .removeprefix("scan_"))) for r in runs}
+        scan = scan_frame(frame[frame["task"].isin(scan_tasks)], splits)
+        summary = summarize(scan, [m for m, _, _ in columns])
+        write_table(args.out, "scan", intro + SCAN_NOTE,
+                    *scan_table(summary, columns, oracle_rows(scan, columns)))
     return 0
 
 

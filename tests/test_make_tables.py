@@ -89,12 +89,14 @@ def test_dqn_table_is_one_file_env_by_method(tmp_path):
     assert (tmp_path / "tables" / "dqn.csv").read_text().count("\n") == 4
 
 
-def scan_run(root, split, cell, method, seed, zero_shot, finetuned):
-    data = {"status": "complete", "task": f"scan_{split}", "method": method,
-            "backbone": f"seq2seq_{cell}", "group": "scan_verb", "seed": seed,
-            "pretrained": True, "config": {"task": {"family": "scan"}},
-            "metrics": {"test_acc_zero_shot": zero_shot, "test_acc": finetuned}}
-    write_results(root / f"scan_{split}" / method / cell / f"seed={seed}", data)
+def scan_run(root, split, cell, method, seed, zero_shot, finetuned, group="scan_verb",
+             task=None, **metrics):
+    task = task or f"scan_{split}"
+    data = {"status": "complete", "task": task, "method": method,
+            "backbone": f"seq2seq_{cell}", "group": group, "seed": seed,
+            "pretrained": True, "config": {"task": {"family": "scan", "split": split}},
+            "metrics": {"test_acc_zero_shot": zero_shot, "test_acc": finetuned, **metrics}}
+    write_results(root / task / method / cell / group / f"seed={seed}", data)
 
 
 def test_scan_table_is_one_file_split_by_cell_by_method(tmp_path):
@@ -113,8 +115,47 @@ def test_scan_table_is_one_file_split_by_cell_by_method(tmp_path):
                      ["| add_jump", "LSTM", "scan_verb", "vanilla"],
                      ["| add_jump", "LSTM", "scan_verb", "equizero"],
                      ["| around_right", "RNN", "scan_verb", "equizero"]]
-    assert "| 0.625 ± 0.177 | — | 0.750 ± 0.177 |" in lines[3]
+    assert "| 0.625 ± 0.177 | — | — | — | 0.750 ± 0.177 |" in lines[3]
     assert not (tmp_path / "tables" / "scan_add_jump.md").exists()
+
+
+def test_scan_table_shows_groups_view_ceilings_oracles_and_the_lambda_phase(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, oracle in enumerate([0.75, 0.625]):
+        for method in ("equizero", "lambda_equitune"):     # one oracle per seed: not doubled
+            extra = {"test_acc_lambda_phase": 0.5 + seed / 4} if method == "lambda_equitune" \
+                else {}
+            scan_run(runs, "add_jump", "rnn", method, seed, 0.25, 0.5, test_view_ceiling=0.771,
+                     test_acc_oracle=oracle, **extra)
+            # Add Jump under the 4-verb group, by its preset task name: rows of split add_jump.
+            scan_run(runs, "add_jump", "rnn", method, seed, 0.875, 0.875, group="scan_verb4",
+                     task="scan_add_jump_verb4", test_view_ceiling=1.0, test_acc_oracle=0.9375,
+                     **extra)
+    scan_run(runs, "around_right", "rnn", "equizero", 0, 0.75, 0.75, group="scan_direction",
+             test_view_ceiling=0.839, test_acc_oracle=0.8125)
+    assert make_tables(runs, tmp_path / "tables").returncode == 0
+    md = (tmp_path / "tables" / "scan.md").read_text()
+    lines = [ln.split(" | ") for ln in md.splitlines() if ln.startswith("| ")]
+    header = [c.strip("| ") for c in lines[0]]
+    assert header[4:11] == ["pretrained model, val", "view ceiling (test)", "zero-shot val",
+                            "zero-shot test", "after λ phase val", "after λ phase test",
+                            "finetuned val"]
+    rows = [dict(zip(header, (c.strip("| ") for c in ln), strict=True)) for ln in lines[1:]]
+    oracle = "oracle (in-training view)"
+    assert [(r["split"], r["group"], r["method"]) for r in rows] == [
+        ("add_jump", "scan_verb", "lambda_equitune"), ("add_jump", "scan_verb", "equizero"),
+        ("add_jump", "scan_verb", oracle),
+        ("add_jump", "scan_verb4", "lambda_equitune"), ("add_jump", "scan_verb4", "equizero"),
+        ("add_jump", "scan_verb4", oracle),
+        ("around_right", "scan_direction", "equizero"), ("around_right", "scan_direction", oracle)]
+    assert [r["view ceiling (test)"] for r in rows] == ["0.771"] * 3 + ["1.000"] * 3 + ["0.839"] * 2
+    assert rows[2]["zero-shot test"] == "0.688 ± 0.088" and rows[2]["seeds"] == "2"
+    assert rows[5]["zero-shot test"] == "0.938 ± 0.000" and rows[5]["finetuned test"] == "—"
+    assert rows[7]["zero-shot test"] == "0.812" and rows[7]["seeds"] == "1"
+    assert rows[0]["after λ phase test"] == "0.625 ± 0.177" and rows[0]["zero-shot test"] == \
+        "0.250 ± 0.000"
+    assert rows[1]["after λ phase test"] == "—"
+    assert "view ceiling" in md and "oracle" in md.split("\n\n")[1]     # explained in the note
 
 
 def load_script():
