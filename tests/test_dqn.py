@@ -13,7 +13,15 @@ import torch
 from torch import Tensor, nn
 
 from equiv.backbones.qnets import QCNN, QMLP
-from equiv.rl import DQNConfig, ReplayBuffer, Transitions, evaluate, td_loss, train_dqn
+from equiv.rl import (
+    DQNConfig,
+    ReplayBuffer,
+    Transitions,
+    collect_transitions,
+    evaluate,
+    td_loss,
+    train_dqn,
+)
 
 LENGTH = 5
 
@@ -208,6 +216,28 @@ def test_collection_skips_autoreset_steps_and_keeps_truncation() -> None:
     returns = [e["value"] for e in report["train_episodes"]]
     assert set(returns) <= {0.0, 0.1, 1.0}
     assert 0.0 in returns                                 # some episodes were truncated
+
+
+def test_collect_transitions_are_real_moves_and_reproducible() -> None:
+    """``collect_transitions`` (the DQN λ phase's data): exactly ``n`` rows, each a real move
+    of the corridor (autoreset steps skipped), truncation not stored as termination, the greedy
+    policy's actions when ε = 0, and the same rows for the same seed."""
+    net = corridor_net(1)
+    data = collect_transitions(net, lambda: Corridor(max_steps=2), 50, num_envs=3,
+                               epsilon=0.0, seed=5)
+    assert len(data.obs) == len(data.actions) == len(data.terminated) == 50
+    cell, nxt = data.obs.argmax(1), data.next_obs.argmax(1)
+    assert torch.equal(nxt, cell + 2 * data.actions - 1)
+    assert ((cell > 0) & (cell < LENGTH - 1)).all()
+    assert torch.equal(data.terminated, (nxt == 0) | (nxt == LENGTH - 1))
+    with torch.no_grad():
+        assert torch.equal(data.actions, net(data.obs).argmax(1))
+    again = collect_transitions(net, lambda: Corridor(max_steps=2), 50, num_envs=3,
+                                epsilon=0.0, seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(data, again, strict=True))
+    explored = collect_transitions(net, lambda: Corridor(max_steps=2), 50, num_envs=3,
+                                   epsilon=1.0, seed=5)
+    assert not torch.equal(explored.actions, data.actions)
 
 
 @pytest.fixture(scope="module")

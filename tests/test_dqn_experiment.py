@@ -1,9 +1,11 @@
 """The DQN tasks end to end, in-process with tiny Q-networks and budgets."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
 import experiments.dqn.protocol as protocol
 from equiv.config import ConfigError
@@ -21,7 +23,8 @@ def dqn_tiny(env):
                    f"task.{stage}.dqn.eval_every=32", f"task.{stage}.dqn.eval_episodes=2",
                    f"task.{stage}.dqn.checkpoint_every=32", f"task.{stage}.dqn.batch_size=8",
                    f"task.{stage}.dqn.num_envs=2"]
-    return [f"task=dqn_{env}", f"backbone={ENVS[env]}", *budget]
+    return [f"task=dqn_{env}", f"backbone={ENVS[env]}", *budget,
+            "++method.lambda_phase.steps=6", "++method.lambda_phase.batch_size=8"]
 
 
 def run_dqn(tmp_path, env, *overrides, name="run"):
@@ -73,8 +76,11 @@ def test_run_py_path_per_environment(env, tmp_path):
     assert skipped.skipped and format_summary(cfg, skipped).startswith("skip: ")
 
 
-def test_interrupted_finetuning_resumes_to_the_same_metrics(tmp_path, monkeypatch):
-    reference = run_dqn(tmp_path, "cartpole", "method=equizero", name="reference")
+@pytest.mark.parametrize("method", ["equizero", "lambda_equitune"])
+def test_interrupted_finetuning_resumes_to_the_same_metrics(method, tmp_path, monkeypatch):
+    """Killed right after the first finetuning checkpoint, then rerun: the same metrics and
+    curves (λ-equitune redoes its deterministic λ phase, then loads the checkpoint)."""
+    reference = run_dqn(tmp_path, "cartpole", f"method={method}", name="reference")
     calls = []
     original = protocol.save_atomic
 
@@ -85,13 +91,16 @@ def test_interrupted_finetuning_resumes_to_the_same_metrics(tmp_path, monkeypatc
             raise KeyboardInterrupt
     monkeypatch.setattr(protocol, "save_atomic", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        run_dqn(tmp_path, "cartpole", "method=equizero", name="resumed")
+        run_dqn(tmp_path, "cartpole", f"method={method}", name="resumed")
+    assert calls
     monkeypatch.undo()
-    resumed = run_dqn(tmp_path, "cartpole", "method=equizero", name="resumed")
+    resumed = run_dqn(tmp_path, "cartpole", f"method={method}", name="resumed")
     drop = ("train_steps_per_second",)
     assert {k: v for k, v in resumed["metrics"].items() if k not in drop} == {
         k: v for k, v in reference["metrics"].items() if k not in drop}
-    assert resumed["curves"]["return"] == reference["curves"]["return"]
+    assert resumed["curves"] == reference["curves"]
+    if method == "lambda_equitune":
+        assert "return_lambda_phase" in resumed["metrics"]
 
 
 @pytest.mark.parametrize(("override", "fragment"), [
@@ -106,6 +115,15 @@ def test_bad_dqn_configs_are_rejected(override, fragment):
         validate(compose_config(*dqn_tiny("gridworld"), override))
 
 
+def test_lambda_phase_without_a_pretrained_agent_is_refused():
+    with pytest.raises(ConfigError, match=r"method.lambda_phase.steps=6 needs a pretrained "
+                                          r"Q-network .*; set method.lambda_phase.steps=0"):
+        validate(compose_config(*dqn_tiny("cartpole"), "method=lambda_equitune",
+                                "backbone.pretrained=false"))
+    validate(compose_config(*dqn_tiny("cartpole"), "method=lambda_equitune",
+                            "backbone.pretrained=false", "method.lambda_phase.steps=0"))
+
+
 def test_config_keys_are_the_trainer_fields():
     import dataclasses
 
@@ -113,3 +131,70 @@ def test_config_keys_are_the_trainer_fields():
     from experiments.dqn import DQN_KEYS
 
     assert {f.name for f in dataclasses.fields(DQNConfig)} == DQN_KEYS
+
+
+def spy_on(monkeypatch, name):
+    """Wrap ``protocol.<name>`` so that the λ-equitune model's weights before and after each
+    call are kept (its first argument is the model)."""
+    calls = []
+    original = getattr(protocol, name)
+
+    def spy(model, *args, **kwargs):
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        result = original(model, *args, **kwargs)
+        after = {k: v.clone() for k, v in model.state_dict().items()}
+        if any(k.startswith("lambda_net.") for k in after):      # not the pretraining's calls
+            calls.append({"before": before, "after": after})
+        return result
+    monkeypatch.setattr(protocol, name, spy)
+    return calls
+
+
+def changed(call, prefix):
+    """Whether any tensor under ``prefix`` changed bit for bit, and whether any other did."""
+    b, a = call["before"], call["after"]
+    ours = [not torch.equal(b[k], a[k]) for k in b if k.startswith(prefix)]
+    others = [not torch.equal(b[k], a[k]) for k in b if not k.startswith(prefix)]
+    assert ours and others
+    return any(ours), any(others)
+
+
+@pytest.mark.parametrize("env", ["cartpole", "gridworld"])
+def test_lambda_phase_trains_lambda_alone(env, tmp_path, monkeypatch):
+    """The λ phase changes the λ-network and leaves the backbone bit-identical; its return, its
+    loss and TD-loss curves and the weights it gives each view are recorded, and the return
+    curve starts from the return after the phase."""
+    calls = spy_on(monkeypatch, "lambda_phase")
+    res = run_dqn(tmp_path, env, "method=lambda_equitune", "task.finetune.enabled=false")
+    assert len(calls) == 1
+    assert changed(calls[0], "lambda_net.") == (True, False)
+    m, curves = res["metrics"], res["curves"]
+    assert {"return_zero_shot", "return_lambda_phase"} <= set(m)
+    assert "return_finetuned" not in m
+    assert curves["return"] == [{"step": 0, "value": m["return_lambda_phase"]}]
+    assert [p["step"] for p in curves["lambda_phase_loss"]] == [1, 2, 3, 4, 5, 6]
+    assert [p["step"] for p in curves["lambda_phase_td_loss"]] == [0, 1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(p["value"]) for p in curves["lambda_phase_loss"])
+    phase = res["lambda_phase"]
+    assert phase["transitions"] == 48 and phase["steps"] == 6
+    assert len(phase["mean_weight_per_view"]) == {"cartpole": 2, "gridworld": 4}[env]
+    assert sum(phase["mean_weight_per_view"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_no_lambda_phase_with_zero_steps(tmp_path, monkeypatch):
+    calls = spy_on(monkeypatch, "lambda_phase")
+    res = run_dqn(tmp_path, "cartpole", "method=lambda_equitune", "method.lambda_phase.steps=0",
+                  "task.finetune.enabled=false")
+    assert calls == [] and "return_lambda_phase" not in res["metrics"]
+    assert res["curves"]["return"] == [{"step": 0, "value": res["metrics"]["return_zero_shot"]}]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_lambda_is_honoured_in_finetuning(freeze, tmp_path, monkeypatch):
+    """``method.freeze_lambda=true``: finetuning trains the backbone and leaves λ bit-identical;
+    ``false``: both change."""
+    calls = spy_on(monkeypatch, "train_dqn")
+    run_dqn(tmp_path, "cartpole", "method=lambda_equitune", f"method.freeze_lambda={freeze}")
+    assert len(calls) == 1
+    lam, backbone = changed(calls[0], "lambda_net.")
+    assert backbone and lam == (not freeze)

@@ -5,7 +5,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -18,7 +17,16 @@ ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM
 
 def run_py(*args, cwd):
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1800)   # guards hangs only
+
+
+def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
+    """``run_py`` and the CPU seconds (user + system) the child used: a cost bound that a busy
+    machine does not stretch, unlike wall time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = run_py(*args, cwd=cwd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return proc, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -55,6 +63,8 @@ def run_py(*args, cwd):
      "method.normalization='relu' is not valid; valid: softplus, softmax"),
     (["task=dqn_gridworld", "method=equizero", "method.surrogate=bogus"],
      "method.surrogate='bogus' is not valid"),
+    (["task=dqn_cartpole", "method=lambda_equitune", "backbone.pretrained=false"],
+     "method.lambda_phase.steps=200 needs a pretrained Q-network"),
     (["task=scan_add_jump", "task.combine=max"], "task.combine='max' is not valid"),
     (["task=clip_rot90", "task.dataset=mnist"], "task.dataset='mnist' is not valid"),
     (["task=fmnist_rot90", "task.data.root=/nonexistent/fmnist"],
@@ -71,20 +81,15 @@ def run_py(*args, cwd):
     (["force=maybe"], "force='maybe' must be true or false"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment, tmp_path):
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    proc = run_py(*args, f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path)
-    elapsed = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    proc, cpu = run_py_cpu(*args, f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}",
+                           cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and lines[0].startswith("error: ")
     assert "Traceback" not in proc.stderr + proc.stdout
-    # No heavy work before the refusal: the child's CPU time (robust to a loaded machine, where
-    # wall time is mostly waiting; importing torch alone costs more than this) and a loose wall
-    # bound.
-    assert cpu < 5.0 and elapsed < 30.0, (cpu, elapsed)
+    # No heavy work before the refusal: the child's CPU time, not wall time (on a loaded machine
+    # wall time is mostly waiting). A refusal costs ~0.4 s of CPU here, importing torch ~3 s.
+    assert cpu < 5.0, cpu
     assert list(tmp_path.iterdir()) == []          # no run directory left behind
 
 

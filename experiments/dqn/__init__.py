@@ -54,6 +54,14 @@ def validate(cfg: DictConfig) -> None:
     _check_dqn(task.finetune.dqn, "task.finetune.dqn")
     validate_method_options(method, VECTOR_PROXIES, "DQN",
                             surrogates=(*SURROGATES, "chosen"))
+    if method.name == "lambda_equitune":
+        steps = method.lambda_phase.steps
+        if steps > 0 and not cfg.backbone.pretrained:
+            # The phase fits λ to the pretrained agent on its own states: without one there is
+            # nothing to fit, and running it would silently mean something else.
+            raise ConfigError(f"method.lambda_phase.steps={steps} needs a pretrained Q-network "
+                              "(DQN's λ phase fits λ to the pretrained agent), but "
+                              "backbone.pretrained=false; set method.lambda_phase.steps=0")
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
