@@ -48,6 +48,7 @@ def test_tiny_digits_run_records_lambda_weights(tmp_path, method):
         return
     summary = results["lambda_weights"]
     assert len(summary["relative_mean"]) == 4
-    assert sum(summary["relative_mean"]) == pytest.approx(1.0, abs=1e-9)
+    # Each row of float32 weights sums to 1 within a few float32 ulps (~1e-7), on any CPU.
+    assert sum(summary["relative_mean"]) == pytest.approx(1.0, abs=1e-6)
     assert all(0.0 <= w <= 1.0 for w in summary["relative_mean"])
     assert sum(summary["upright_histogram"]["counts"]) == summary["images"] > 0

@@ -33,6 +33,7 @@ from tests.helpers import ROOT, TINY, compose_config
 SECRET = "sk-" + secrets.token_hex(16)        # must never reach a file the project writes
 ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
        "WANDB_API_KEY": SECRET}
+HANG = 1500          # seconds; only against a hung child (pyproject's per-test timeout is 1800)
 
 SCAN = ["task=scan_add_jump", "backbone=seq2seq_tiny", "method=equizero",
         "task.pretrain.examples=3200", "task.pretrain.batch_size=32",
@@ -47,34 +48,45 @@ def paths(root: Path) -> list[str]:
     return [f"output_root={root / 'outputs'}", f"cache_dir={root / 'cache'}"]
 
 
-def start(args: list[str], root: Path) -> subprocess.Popen:
-    root.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, *paths(root)],
-                            cwd=root, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
 def run_py(args: list[str], root: Path) -> subprocess.CompletedProcess:
     root.mkdir(parents=True, exist_ok=True)
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args, *paths(root)], cwd=root,
-                          env=ENV, capture_output=True, text=True, timeout=300)
+                          env=ENV, capture_output=True, text=True, timeout=HANG)
 
 
-def kill_when(proc: subprocess.Popen, pattern: str, root: Path) -> tuple[Path, str]:
-    """SIGKILL ``proc`` as soon as a file matching ``pattern`` (under ``root``) appears; that
-    file and the process's stderr."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = sorted(root.glob(pattern))
-        if found:
+def kill_at_checkpoint(args: list[str], root: Path, pattern: str) -> tuple[Path, str]:
+    """Run ``run.py`` until it is about to write its second checkpoint matching ``pattern``
+    (under ``root``), SIGKILL it there: the first one, complete on disk, and the run's stderr.
+
+    The child waits for the kill (tests/pause_at_checkpoint.py), so where it dies does not
+    depend on the machine's speed or load; the only time limit guards against a hang.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    logs = root.parent / "logs"
+    logs.mkdir(exist_ok=True)
+    marker, stderr = logs / "paused", logs / "stderr"
+    marker.unlink(missing_ok=True)
+    env = {**ENV, "EQUIV_PAUSE_GLOB": str(root.resolve() / pattern), "EQUIV_PAUSE_AT": "2",
+           "EQUIV_PAUSE_MARKER": str(marker)}
+    # Output to files, not pipes: a child that fills a pipe nobody reads would block.
+    with stderr.open("w") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "pause_at_checkpoint.py"),
+                                 *args, *paths(root)], cwd=root, env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + HANG
+            while not marker.exists():
+                assert proc.poll() is None, f"the run ended before the kill:\n{stderr.read_text()}"
+                assert time.monotonic() < deadline, f"no checkpoint {pattern} after {HANG} s"
+                time.sleep(0.05)
             proc.send_signal(signal.SIGKILL)
-            _, stderr = proc.communicate()
-            assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
-            return found[0], stderr
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.005)
-    proc.kill()
-    raise AssertionError(f"{pattern} never appeared")
+            assert proc.wait(timeout=HANG) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    (found,) = root.glob(pattern)
+    return found, stderr.read_text()
 
 
 def saved_step(path: Path) -> int:
@@ -104,10 +116,10 @@ def test_scan_pretraining_and_finetuning_survive_sigkill(tmp_path):
     in the run dir), rerun: the same metrics and curves as an uninterrupted run."""
     ref = reference(SCAN, tmp_path / "ref")
     root = tmp_path / "killed"
-    pretrain, _ = kill_when(start(SCAN, root), f"cache/pretrained/*/{PROGRESS_FILE}", root)
+    pretrain, _ = kill_at_checkpoint(SCAN, root, f"cache/pretrained/*/{PROGRESS_FILE}")
     pretrain_step = saved_step(pretrain)
     assert 0 < pretrain_step < 100
-    finetune, stderr = kill_when(start(SCAN, root), f"outputs/**/{PROGRESS_FILE}", root)
+    finetune, stderr = kill_at_checkpoint(SCAN, root, f"outputs/**/{PROGRESS_FILE}")
     assert f"resuming from {pretrain} (step {pretrain_step})" in stderr
     finetune_step = saved_step(finetune)
     assert 0 < finetune_step < 150
@@ -129,7 +141,7 @@ def test_scan_pretraining_and_finetuning_survive_sigkill(tmp_path):
 def test_digits_finetuning_survives_sigkill(tmp_path):
     ref = reference(DIGITS, tmp_path / "ref")
     root = tmp_path / "killed"
-    progress, _ = kill_when(start(DIGITS, root), f"outputs/**/{PROGRESS_FILE}", root)
+    progress, _ = kill_at_checkpoint(DIGITS, root, f"outputs/**/{PROGRESS_FILE}")
     killed_at = saved_step(progress)
     assert 0 < killed_at < 1500
     assert not (progress.parent / RESULTS_FILE).exists()
@@ -170,7 +182,7 @@ def test_dqn_run_survives_sigkill(tmp_path):
     args = [*dqn_budget(1200, 100), "task.finetune.dqn.eval_every=400"]
     ref = reference(args, tmp_path / "ref")
     root = tmp_path / "killed"
-    progress, _ = kill_when(start(args, root), f"outputs/**/{PROGRESS_FILE}", root)
+    progress, _ = kill_at_checkpoint(args, root, f"outputs/**/{PROGRESS_FILE}")
     killed_at = saved_step(progress)
     assert 0 < killed_at < 1200
     done = run_py(args, root)

@@ -1,0 +1,51 @@
+"""``python tests/pause_at_checkpoint.py <run.py overrides>``: run.py, stopped at a known point.
+
+For the SIGKILL tests (tests/test_reliability.py): just before the child's ``EQUIV_PAUSE_AT``-th
+atomic save of a file matching the glob ``EQUIV_PAUSE_GLOB`` (absolute; ``*`` spans folders),
+it writes ``EQUIV_PAUSE_MARKER`` and sleeps until it is killed. The earlier checkpoint is then
+complete on disk and the run has done work past it, whatever the machine's load: the test waits
+for the marker instead of racing the child with a fixed sleep or a poll.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import runpy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pause_before_save(pattern: str, nth: int, marker: Path) -> None:
+    """Wrap ``equiv.pretraining.save_atomic`` (which every family's checkpoints go through)."""
+    import equiv.pretraining as pretraining
+
+    save = pretraining.save_atomic
+    seen = 0
+
+    def pausing(obj: Any, path: Path) -> None:
+        nonlocal seen
+        if fnmatch.fnmatchcase(str(Path(path).resolve()), pattern):
+            seen += 1
+            if seen == nth:
+                marker.write_text(f"{path}\n")
+                while True:                      # until SIGKILL
+                    time.sleep(3600)
+        save(obj, path)
+
+    # Modules import it by name: patch before run.py imports them, and any already imported.
+    for module in list(sys.modules.values()):
+        if getattr(module, "save_atomic", None) is save:
+            module.save_atomic = pausing
+
+
+if __name__ == "__main__":
+    pause_before_save(os.environ["EQUIV_PAUSE_GLOB"], int(os.environ["EQUIV_PAUSE_AT"]),
+                      Path(os.environ["EQUIV_PAUSE_MARKER"]))
+    sys.path.insert(0, str(ROOT))                # as ``python run.py`` would have it
+    sys.argv = [str(ROOT / "run.py"), *sys.argv[1:]]
+    runpy.run_path(str(ROOT / "run.py"), run_name="__main__")
