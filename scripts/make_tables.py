@@ -38,6 +38,7 @@ COLUMNS = {
     "dqn": [
         ("pretrained_return", "pretrained DQN, its own (restricted) setting", None),
         ("return_zero_shot", "zero-shot", None),
+        ("return_lambda_phase", "after λ phase", None),
         ("return_finetuned", "finetuned", None),
     ],
     "scan": [
@@ -56,10 +57,13 @@ COLUMNS = {
 
 DQN_NOTE = (
     " Returns are mean greedy returns over fixed evaluation episodes (the same for every method"
-    " and seed). The pretrained DQN (one cached run per environment) is evaluated in the"
-    " restricted setting it was trained in (Gridworld goals in the top-left 3×3 block, CartPole"
-    " and Acrobot starting on the right); zero-shot and finetuned returns are on the full,"
-    " symmetric distribution (Gridworld goals anywhere, starts on either side).")
+    " and seed). The pretrained DQN (one cached run per environment and pretraining seed) is"
+    " evaluated in the restricted setting it was trained in (Gridworld goals in the top-left 3×3"
+    " block, CartPole and Acrobot starting on the right); zero-shot, after-λ-phase and finetuned"
+    " returns are on the full, symmetric distribution (Gridworld goals anywhere, starts on either"
+    " side). λ-equitune's zero-shot column has its untrained λ; \"after λ phase\" is after fitting"
+    " λ alone (backbone frozen) to the pretrained Q-values on the pretrained agent's own"
+    " experience in the restricted setting, before finetuning.")
 
 
 def cell(row, metric: str, digits: int | None) -> str:
@@ -85,7 +89,8 @@ def return_cell(row, metric: str) -> str:
 
 def dqn_table(summary, columns) -> tuple[str, list[list[str]]]:
     """Environment × method: the pretrained DQN's return in its restricted setting, then the
-    wrapped Q-network's zero-shot and finetuned returns on the full distribution."""
+    wrapped Q-network's zero-shot, after-λ-phase (λ-equitune) and finetuned returns on the full
+    distribution."""
     header = ["env", "backbone", "group", "method", *(t for _, t, _ in columns), "seeds"]
     order = {task: i for i, task in enumerate(DQN_ENVS)}
     summary = summary.assign(_env=summary["task"].map(lambda t: order.get(t, len(order))))

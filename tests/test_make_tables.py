@@ -55,12 +55,15 @@ def test_missing_runs_directory_exits_2(tmp_path):
     assert proc.returncode == 2 and "no runs directory" in proc.stderr
 
 
-def dqn_run(root, env, method, seed, zero_shot, finetuned, pretrained_return):
+def dqn_run(root, env, method, seed, zero_shot, finetuned, pretrained_return,
+            lambda_phase=None):
     data = {"status": "complete", "task": f"dqn_{env}", "method": method,
             "backbone": "qnet_mlp", "group": f"{env}_reflect", "seed": seed, "pretrained": True,
             "config": {"task": {"family": "dqn"}},
             "metrics": {"pretrained_return": pretrained_return, "return_zero_shot": zero_shot,
                         "return_finetuned": finetuned}}
+    if lambda_phase is not None:
+        data["metrics"]["return_lambda_phase"] = lambda_phase
     write_results(root / f"dqn_{env}" / method / f"seed={seed}", data)
 
 
@@ -76,17 +79,22 @@ def test_dqn_table_is_one_file_env_by_method(tmp_path):
         dqn_run(runs, "cartpole", "equizero", seed, z, f, 500.0)
     dqn_run(runs, "cartpole", "vanilla", 0, 300.0, 350.0, 500.0)
     dqn_run(runs, "gridworld", "equitune", 0, 0.25, 0.5, 0.9)
+    for seed, (z, lam, f) in enumerate([(100.0, 480.0, 500.0), (120.0, 500.0, 490.0)]):
+        dqn_run(runs, "cartpole", "lambda_equitune", seed, z, f, 500.0, lambda_phase=lam)
     assert module.main(["--runs", str(runs), "--out", str(tmp_path / "tables")]) == 0
     md = (tmp_path / "tables" / "dqn.md").read_text()
     lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert lines[0].startswith("| env | backbone | group | method | pretrained DQN")
+    assert "| after λ phase | finetuned | seeds |" in lines[0]
     assert lines[1] == ("| gridworld | qnet_mlp | gridworld_reflect | equitune | 0.900 | 0.250 | "
-                        "0.500 | 1 |")
+                        "— | 0.500 | 1 |")
     assert lines[2].startswith("| cartpole | qnet_mlp | cartpole_reflect | vanilla | 500.0 |")
-    assert lines[3] == ("| cartpole | qnet_mlp | cartpole_reflect | equizero | 500.0 | "
-                        "150.0 ± 70.7 | 450.0 ± 70.7 | 2 |")
+    assert lines[3] == ("| cartpole | qnet_mlp | cartpole_reflect | lambda_equitune | 500.0 | "
+                        "110.0 ± 14.1 | 490.0 ± 14.1 | 495.0 ± 7.1 | 2 |")
+    assert lines[4] == ("| cartpole | qnet_mlp | cartpole_reflect | equizero | 500.0 | "
+                        "150.0 ± 70.7 | — | 450.0 ± 70.7 | 2 |")
     assert not (tmp_path / "tables" / "dqn_cartpole.md").exists()
-    assert (tmp_path / "tables" / "dqn.csv").read_text().count("\n") == 4
+    assert (tmp_path / "tables" / "dqn.csv").read_text().count("\n") == 5
 
 
 def scan_run(root, split, cell, method, seed, zero_shot, finetuned, group="scan_verb",
