@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from equiv.data.vocab import EOS, PAD, SOS
+from equiv.methods.dropout import GroupDropout
 
 if TYPE_CHECKING:
     from equiv.backbones.seq2seq_inference import FrozenState
@@ -112,7 +113,9 @@ class Seq2Seq(nn.Module):
                                           bidirectional=bidirectional)
         self.tgt_embed = nn.Embedding(out_vocab, hidden, padding_idx=PAD)
         self.decoder = _CELL_MODULES[cell](hidden, hidden)
-        self.drop = nn.Dropout(dropout)
+        # nn.Dropout's values and random draws unless a symmetrizer binds its group order
+        # (then one mask per example, shared by its views: equivariant in training mode)
+        self.drop = GroupDropout(dropout)
         if attention:
             self.att_query = nn.Linear(hidden, hidden, bias=False)
             self.att_combine = nn.Linear(2 * hidden, hidden)
@@ -192,15 +195,16 @@ class Seq2Seq(nn.Module):
 
     @torch.no_grad()
     def greedy_decode_scored(self, src: Tensor, max_len: int,
-                             step_score: Callable[[Tensor], Tensor]
+                             step_score: Callable[[Tensor], Tensor], compact: bool = True
                              ) -> tuple[Tensor, Tensor, Tensor]:
         """Greedy decoding that also sums ``step_score(logits [R, V]) -> [R]`` over each row's
         real positions (through its first EOS): ``(tokens [B, L], sums [B], counts [B])``.
 
         For selecting among decodings (equizero's proxy) without keeping ``[B, L, V]`` logits;
-        no gradient.
+        no gradient. ``compact=False`` keeps finished rows in the batch (fed PAD), as group-shared
+        dropout masks need.
         """
-        tokens, _, sums, counts = self._greedy_compact(src, max_len, False, step_score)
+        tokens, _, sums, counts = self._greedy_compact(src, max_len, False, step_score, compact)
         assert sums is not None and counts is not None
         return tokens, sums, counts
 
@@ -217,7 +221,7 @@ class Seq2Seq(nn.Module):
         return self.decode_step, state
 
     def _greedy_compact(self, src: Tensor, max_len: int, keep_logits: bool,
-                        step_score: Callable[[Tensor], Tensor] | None
+                        step_score: Callable[[Tensor], Tensor] | None, compact: bool = True
                         ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """The no-gradient greedy loop: finished rows leave the batch."""
         step, state = self.stepper(self.encode(src))
@@ -247,7 +251,7 @@ class Seq2Seq(nn.Module):
             if n_alive == 0:
                 break
             prev = tok
-            if n_alive <= 0.75 * len(rows):                 # compact: drop the finished rows
+            if compact and n_alive <= 0.75 * len(rows):     # compact: drop the finished rows
                 keep = alive.nonzero().squeeze(1)
                 state, rows, prev = state.index(keep), rows[keep], prev[keep]
                 alive = torch.ones(len(keep), dtype=torch.bool, device=device)

@@ -7,7 +7,11 @@ with the KV cache. At every step, with ``logp_g = log p(· | g·x, g·y_<t)``:
   ``g·y_t``.
 * ``lambda_equitune``: weights ``λ(h_g)`` from each view's last hidden state, normalised over
   the group, instead of ``1/|G|``. Nothing here trains λ; the NLG protocol uses
-  ``uniform_lambda_net`` (zero last layer), so there it generates exactly as equitune.
+  ``uniform_lambda_net`` (zero last layer), so there it generates exactly as equitune. λ's
+  dropout draws one mask per context, shared by its views, so λ-equitune stays equivariant with
+  λ in training mode; GPT-2's own dropout (Hugging Face modules, attention dropout inside the
+  fused kernel) is per row, so the LM itself must be in eval mode for that (as it always is
+  here: nothing trains it).
 * ``equizero``: every view samples on its own; at the end a scorer (higher = better, e.g.
   regard or VADER) scores each view's continuation, and the best one, ``y_{g*}``, is mapped back
   as ``g*⁻¹·y_{g*}``.
@@ -36,7 +40,8 @@ from torch import Tensor, nn
 from equiv.backbones.gpt2 import CausalLM
 from equiv.groups import GroupAction
 from equiv.groups.permutation import LastDimPermutation
-from equiv.methods.lambda_equitune import LambdaNet, normalize_weights
+from equiv.methods.dropout import warn_per_view_dropout
+from equiv.methods.lambda_equitune import LambdaNet, normalize_weights, view_scores
 
 GenMethod = Literal["vanilla", "equitune", "lambda_equitune", "equizero"]
 Combine = Literal["prob", "logits"]
@@ -89,6 +94,8 @@ class SymmetrizedLM(nn.Module):
         self.combine, self.relaxed = combine, relaxed
         self.register_buffer("general_ids", torch.tensor(list(general_ids), dtype=torch.long),
                              persistent=False)
+        if lambda_net is not None:
+            warn_per_view_dropout(lambda_net)
         self.lambda_net = lambda_net
         self.normalization = normalization
         # Only the group words move. Read once off ``act_out_inverse_all`` where view g's
@@ -115,7 +122,7 @@ class SymmetrizedLM(nn.Module):
         order = self.action.order
         if self.method == "lambda_equitune":
             assert self.lambda_net is not None
-            scores = self.lambda_net(hidden.detach()).view(order, -1)
+            scores = view_scores(self.lambda_net, hidden.detach(), order)   # views share masks
             return normalize_weights(scores, self.normalization)
         return torch.full((order, hidden.shape[0] // order), 1.0 / order, device=hidden.device)
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from equiv.groups import GroupAction
 from equiv.methods.base import Symmetrizer, batched_call
+from equiv.methods.dropout import GroupDropout, shared_masks, warn_per_view_dropout
 
 Normalization = Literal["softplus", "softmax"]
 LambdaInput = Literal["input", "features"]
@@ -18,17 +19,26 @@ class LambdaNet(nn.Module):
     """The paper's weight network: a 3-layer MLP giving one unconstrained score per input.
 
     ``Linear(d, h) → ReLU → Dropout → Linear(h, h) → Dropout → Linear(h, 1)`` as in the authors'
-    ``WeightNet`` (hidden 100, dropout 0.5); positivity is imposed by ``LambdaEquitune``.
+    ``WeightNet`` (hidden 100, dropout 0.5); positivity is imposed by ``LambdaEquitune``. The
+    dropout is :class:`GroupDropout`: called through :func:`view_scores`, the ``|G|`` views of an
+    example share one mask, so λ-equitune stays equivariant in training mode (eval: unchanged).
     """
 
     def __init__(self, in_features: int, hidden: int = 100, dropout: float = 0.5) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.Dropout(dropout), nn.Linear(hidden, 1))
+            nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), GroupDropout(dropout),
+            nn.Linear(hidden, hidden), GroupDropout(dropout), nn.Linear(hidden, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.float() if not x.is_floating_point() else x).squeeze(-1)
+
+
+def view_scores(lambda_net: nn.Module, stack: Tensor, order: int) -> Tensor:
+    """λ's raw scores ``[|G|, B]`` of a whole group-major stack ``[|G|·B, ...]`` of views, in
+    one call so that each example's views share its dropout masks (never call it on a chunk)."""
+    with shared_masks(lambda_net, order):
+        return lambda_net(stack).view(order, -1)
 
 
 def normalize_weights(scores: Tensor, normalization: Normalization, eps: float = 1e-6) -> Tensor:
@@ -62,6 +72,7 @@ class LambdaEquitune(Symmetrizer):
         if normalization not in ("softplus", "softmax"):
             raise ValueError(
                 f"normalization must be 'softplus' or 'softmax', got {normalization!r}")
+        warn_per_view_dropout(lambda_net)
         self.lambda_net = lambda_net
         self.normalization = normalization
         self.lambda_input = lambda_input
@@ -75,24 +86,28 @@ class LambdaEquitune(Symmetrizer):
         """Output from precomputed group-major features ``[|G|·B, ...]`` of the views."""
         y = self.backbone.head(features)
         lam_in = features.detach() if self.detach_features else features
-        return self._weighted(y, self.lambda_net(lam_in))
+        return self._weighted(y, self.scores(lam_in))
+
+    def scores(self, stack: Tensor) -> Tensor:
+        """λ's raw scores ``[|G|, B]`` of a full group-major stack (features or inputs)."""
+        return view_scores(self.lambda_net, stack, self.action.order)
 
     def _weighted(self, y: Tensor, scores: Tensor) -> Tensor:
         aligned = self.align(y)                                        # [G, B, ...]
-        w = normalize_weights(scores.view(self.action.order, -1), self.normalization)
+        w = normalize_weights(scores, self.normalization)
         return (w.view(*w.shape, *([1] * (aligned.dim() - 2))) * aligned).sum(dim=0)
 
     def lambda_weights(self, x: Tensor) -> Tensor:
         """Normalised weights ``[B, |G|]`` given to the views ``g·x``."""
         if self.lambda_input == "features":
-            scores = self.lambda_net(self.stacked_features(x))
+            scores = self.scores(self.stacked_features(x))
         else:
-            scores = self.lambda_net(self.action.act_in_all(x))
-        return normalize_weights(scores.view(self.action.order, -1), self.normalization).T
+            scores = self.scores(self.action.act_in_all(x))
+        return normalize_weights(scores, self.normalization).T
 
     def forward(self, x: Tensor) -> Tensor:
         if self.lambda_input == "features":
             return self.combine_features(self.stacked_features(x))
         gx, y = self.views(x)
-        return self._weighted(y, batched_call(self.lambda_net, gx, self.chunk_size))
+        return self._weighted(y, self.scores(gx))       # unchunked: a chunk splits the views
 

@@ -12,11 +12,16 @@ For a seq2seq model ``M`` and a group acting on command tokens (input) and on ou
 
 Greedy decoding with either combination is exactly equivariant: the output for ``g·x`` is ``g``
 applied to the output for ``x``, token by token (equizero: when the proxy values are distinct).
+In training mode too: the backbone's and λ's dropout (:class:`GroupDropout`) share one mask per
+example across its views, so with the same random state the loss of ``g·x, g·y`` is that of
+``x, y``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +32,22 @@ from equiv.data.vocab import EOS, PAD, SOS
 from equiv.groups import GroupAction
 from equiv.groups.permutation import LastDimPermutation, TokenPermutation
 from equiv.method_options import SEQUENCE_PROXIES
-from equiv.methods.lambda_equitune import normalize_weights
+from equiv.methods.dropout import shared_masks, warn_per_view_dropout
+from equiv.methods.lambda_equitune import normalize_weights, view_scores
 
 SequenceMethod = Literal["vanilla", "equitune", "lambda_equitune", "equizero"]
 Combine = Literal["prob", "logprob"]
 SequenceProxy = Literal["mean_max_prob", "entropy", "mean_max_prob_padded"]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _shared_views(method: _F) -> _F:
+    """Run ``method`` with the backbone's dropout masks shared by each example's views."""
+    @wraps(method)
+    def wrapped(self: SymmetrizedSeq2Seq, *args: Any, **kwargs: Any) -> Any:
+        with shared_masks(self.model, self.order):
+            return method(self, *args, **kwargs)
+    return wrapped  # type: ignore[return-value]
 
 
 def _step_loss(logits: Tensor, proxy: SequenceProxy) -> Tensor:
@@ -96,6 +112,8 @@ class SymmetrizedSeq2Seq(nn.Module):
             raise ValueError(f"surrogate must be 'equitune' or 'identity', got {surrogate!r}")
         if combine not in ("prob", "logprob"):
             raise ValueError(f"combine must be 'prob' or 'logprob', got {combine!r}")
+        if lambda_net is not None:
+            warn_per_view_dropout(lambda_net)
         self.model, self.action, self.method = model, action, method
         self.combine, self.lambda_net = combine, lambda_net
         self.normalization, self.proxy, self.surrogate = normalization, proxy, surrogate
@@ -122,8 +140,8 @@ class SymmetrizedSeq2Seq(nn.Module):
         summary = (state.enc * mask).sum(1) / mask.sum(1)               # [G·B, H]
         if self.detach_features:
             summary = summary.detach()
-        scores = self.lambda_net(summary).view(self.order, batch)
-        return normalize_weights(scores, self.normalization)
+        return normalize_weights(view_scores(self.lambda_net, summary, self.order),
+                                 self.normalization)
 
     def _aligned(self, logits: Tensor, g: Tensor) -> Tensor:
         """Each view's next-token log-probabilities mapped back by ``g⁻¹``: ``[|G|, B, V]``."""
@@ -137,6 +155,7 @@ class SymmetrizedSeq2Seq(nn.Module):
             return (aligned + w.log()).logsumexp(dim=0)
         return (w * aligned).sum(dim=0).log_softmax(dim=-1)
 
+    @_shared_views
     def step_logprobs(self, src: Tensor, prev_tokens: Tensor | None = None, max_len: int = 50,
                       teacher_forcing: float = 1.0,
                       generator: torch.Generator | None = None,
@@ -190,6 +209,7 @@ class SymmetrizedSeq2Seq(nn.Module):
             return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(views, 2)
         return torch.stack(tokens, 1), torch.stack(logps, 1)
 
+    @_shared_views
     def loss(self, src: Tensor, tgt: Tensor, teacher_forcing: float = 0.5,
              generator: torch.Generator | None = None, max_len: int = 50) -> Tensor:
         """Finetuning loss: mean negative log-likelihood per real target token.
@@ -229,14 +249,15 @@ class SymmetrizedSeq2Seq(nn.Module):
         def step_loss(logits: Tensor) -> Tensor:
             return _step_loss(logits, self.proxy)
 
-        if self.model.training:
-            return self.model.greedy_decode_scored(gx, max_len, step_loss)
+        if self.model.training:      # dense: the views keep their rows, so they share masks
+            return self.model.greedy_decode_scored(gx, max_len, step_loss, False)  # no compaction
         unique, inverse = torch.unique(gx, dim=0, return_inverse=True)
         if unique.shape[0] == gx.shape[0]:
             return self.model.greedy_decode_scored(gx, max_len, step_loss)
         tokens, sums, counts = self.model.greedy_decode_scored(unique, max_len, step_loss)
         return tokens[inverse], sums[inverse], counts[inverse]
 
+    @_shared_views
     def _equizero(self, src: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
         """Decode every view, keep ``g*⁻¹·y_{g*}`` per sequence: ``(tokens, chosen g*)``."""
         batch = src.shape[0]
@@ -248,6 +269,7 @@ class SymmetrizedSeq2Seq(nn.Module):
         return self.out_tokens.apply(tokens[rows], self.action.inverse(best)), best
 
     @torch.no_grad()
+    @_shared_views
     def decode(self, src: Tensor, max_len: int = 50) -> Tensor:
         """Greedy decoding ``[B, L]`` (tokens after EOS are PAD)."""
         if self.method == "vanilla":

@@ -17,10 +17,10 @@ class AuthorsLambdaEquitune(LambdaEquitune):
     """``mean_g head(λ(g·x) · f(g·x))`` with the raw λ; use with a ``probs`` head."""
 
     def combine_features(self, features: Tensor) -> Tensor:
-        lam = self.lambda_net(features.detach() if self.detach_features else features)
+        lam = self.scores(features.detach() if self.detach_features else features).reshape(-1)
         per_view = self.backbone.head(lam.unsqueeze(-1) * features)
         return per_view.view(self.action.order, -1, *per_view.shape[1:]).mean(dim=0)
 
     def lambda_weights(self, x: Tensor) -> Tensor:
         """The raw λ of each view ``[B, |G|]`` (their code never normalises it)."""
-        return self.lambda_net(self.stacked_features(x)).view(self.action.order, -1).T
+        return self.scores(self.stacked_features(x)).T
