@@ -22,17 +22,33 @@ def _elements(action: GroupAction, elements: Iterable[int] | None) -> list[int]:
 @torch.no_grad()
 def equivariance_error(model: Model, action: GroupAction, x: Tensor,
                        elements: Iterable[int] | None = None, invariant: bool = False) -> float:
-    """Max over ``g`` and entries of ``|F(g·x) − g·F(x)|`` (``|F(g·x) − F(x)|`` if invariant)."""
-    y = model(x)
-    worst = 0.0
-    for g in _elements(action, elements):
-        target = y if invariant else action.act_out(y, g)
-        worst = max(worst, (model(action.act_in(x, g)) - target).abs().max().item())
+    """Max over ``g`` and entries of ``|F(g·x) − g·F(x)|`` (``|F(g·x) − F(x)|`` if invariant).
+
+    Every call of ``model`` starts from the same random state (the caller's is left as it
+    was), so a model in training mode is compared under the same dropout draws: a symmetrizer
+    whose views share their masks is then exactly equivariant, one that draws a mask per view
+    is not.
+    """
+    with torch.random.fork_rng():
+        cpu = torch.get_rng_state()
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+        def run(inp: Tensor) -> Tensor:
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state_all(cuda)
+            return model(inp)
+
+        y = run(x)
+        worst = 0.0
+        for g in _elements(action, elements):
+            target = y if invariant else action.act_out(y, g)
+            worst = max(worst, (run(action.act_in(x, g)) - target).abs().max().item())
     return worst
 
 
 def _scale(model: Model, x: Tensor) -> float:
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng():      # leaves the caller's random state
         return max(1.0, model(x).abs().max().item())
 
 

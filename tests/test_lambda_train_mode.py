@@ -167,6 +167,28 @@ def test_images(case, group, normalization, dropout):
     check(model, action, x, None if output == "invariant" else action.act_out, dropout)
 
 
+@DROPOUT
+def test_library_checks_in_training_mode(dropout):
+    """The README's Library lines as written (a fresh module is in training mode): with the
+    λ-network's default dropout 0.5, ``assert_invariant`` holds (it replays one random state
+    per call); with a mask per view it does not."""
+    from equiv.testing import assert_invariant, equivariance_error
+
+    torch.manual_seed(0)
+    act = make_action("rot90")
+    model = LambdaEquitune(ImageClassifier(), act, LambdaNet(C * S * S))
+    assert model.training
+    if dropout == "per_view":
+        per_view(model)
+    x = torch.randn(4, C, S, S)
+    if dropout == "shared":
+        state = torch.get_rng_state()
+        assert_invariant(model, act, x, atol=EXACT, rtol=0)
+        assert torch.equal(torch.get_rng_state(), state)        # the caller's state is kept
+    else:
+        assert equivariance_error(model, act, x, invariant=True) > BROKEN
+
+
 def test_image_lambda_phase_minibatch_of_cached_features():
     """The image λ phase's cached-feature minibatch (``[N, G, D]`` rows → group-major stack)
     gives the same output as the model itself, in training mode, for every element."""
