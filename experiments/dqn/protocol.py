@@ -4,8 +4,9 @@ symmetrizer, evaluated zero-shot and finetuned on the full symmetric distributio
 1. Pretraining (cached, one per seed, shared by every method): vanilla DQN on the restricted
    distribution (``experiments.dqn.environments``), resumable from its cache folder.
 2. The wrapped Q-network's greedy return on fixed evaluation seeds of the full distribution:
-   zero-shot (the curve's step 0), then every ``eval_every`` env steps of DQN finetuning (same
-   budget for every method), resumable from ``progress.pt`` in the run directory.
+   zero-shot (the curve's step 0; for λ-equitune, after its λ phase), then every ``eval_every``
+   env steps of DQN finetuning (same budget for every method), resumable from ``progress.pt``
+   in the run directory.
 Equizero keeps the transformed state with the highest max-Q (proxy ``neg_max_logit``) and maps
 its action back by g⁻¹, and is finetuned through that view (``task.equizero_surrogate: chosen``);
 equitune averages g⁻¹·Q(g·s); λ-equitune weighs the views by λ of the backbone features.
