@@ -19,7 +19,7 @@ from experiments.scan.views import (
     training_file_commands,
     view_ceiling,
 )
-from tests.helpers import compose_config
+from tests.helpers import CONFIG_DIR, compose_config
 
 SCAN_TINY = [
     "task=scan_add_jump",
@@ -243,3 +243,17 @@ def test_view_ceilings_of_the_scan_splits(split, group, ceiling, seen):
                              command_ids([c for c, _ in data.train.pairs], data.in_vocab))
     assert view_ceiling(full) == pytest.approx(ceiling, abs=5e-4)
     assert view_ceiling(part) == pytest.approx(seen, abs=5e-4)
+
+
+def test_add_jump_verb4_task_is_add_jump_under_scan_verb4_with_the_same_pretraining():
+    from omegaconf import OmegaConf
+
+    preset = OmegaConf.load(CONFIG_DIR / "experiment" / "scan.yaml").hydra.sweeper.params.task
+    assert "scan_add_jump_verb4" in preset.split(",")
+    verb4 = compose_config("task=scan_add_jump_verb4", "backbone=seq2seq_rnn", "seed=2")
+    plain = compose_config("task=scan_add_jump", "group=scan_verb4", "backbone=seq2seq_rnn",
+                           "seed=2")
+    assert verb4.group.name == "scan_verb4" and verb4.task.name == "scan_add_jump_verb4"
+    a, b = (OmegaConf.to_container(c, resolve=True) for c in (verb4, plain))
+    a["task"].pop("name"), b["task"].pop("name"), a.pop("run_subdir"), b.pop("run_subdir")
+    assert a == b                       # everything else, the pretraining key included
