@@ -406,3 +406,29 @@ def test_mode_dependent_wrapper_and_param_subset() -> None:
     assert others and set(others) == {(False, False)}      # the target copy: eval, no grad
     with pytest.raises(ValueError, match="params"):
         train_dqn(stub, Corridor, cfg, seed=1, params=corridor_net().parameters())
+
+
+class _ModeProbe(nn.Module):
+    """Records its ``training`` flag at every forward (an identity otherwise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.seen.append(self.training)
+        return x
+
+
+def test_eval_modules_stay_in_eval_mode_in_the_td_loss() -> None:
+    """``eval_modules`` (DQN λ-equitune's λ-network): held in eval mode in every forward, the
+    TD loss included, while the rest of the net trains in train mode; modes restored after."""
+    held, free = _ModeProbe(), _ModeProbe()
+    net = nn.Sequential(held, corridor_net(), free).train()
+    cfg = dataclasses.replace(SHORT, total_steps=80, checkpoint_every=None, double_dqn=True)
+    train_dqn(net, Corridor, cfg, seed=0, eval_modules=[held])
+    assert held.seen and not any(held.seen)
+    assert any(free.seen) and not all(free.seen)       # train in the loss, eval when acting
+    assert held.training and free.training
+    with pytest.raises(ValueError, match="submodules of q_net"):
+        train_dqn(net, Corridor, cfg, seed=0, eval_modules=[_ModeProbe()])

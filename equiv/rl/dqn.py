@@ -152,22 +152,28 @@ class _Modes:
     walks the tree through ``children()`` and ``__setattr__`` each time, which costs as much as
     a small Q-network's forward. The submodules are listed once and their ``training`` flags set
     directly. A tree in which some class overrides ``train`` falls back to ``module.train``.
-    Non-modules (plain Q-functions) have no mode.
+    Non-modules (plain Q-functions) have no mode. Submodules in ``held`` stay in eval mode
+    whatever the rest does.
     """
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Any, held: Iterable[nn.Module] = ()) -> None:
         self.module = fn if isinstance(fn, nn.Module) else None
-        self.tree = list(self.module.modules()) if self.module is not None else []
-        self.plain = all(type(m).train is nn.Module.train for m in self.tree)
+        self.held = [m for h in held for m in h.modules()]
+        kept = {id(m) for m in self.held}
+        tree = list(self.module.modules()) if self.module is not None else []
+        self.plain = all(type(m).train is nn.Module.train for m in tree)
+        self.tree = [m for m in tree if id(m) not in kept]
 
     def set(self, training: bool) -> None:
         if self.module is None:
             return
         if not self.plain:
             self.module.train(training)
-            return
-        for m in self.tree:
-            object.__setattr__(m, "training", training)
+        else:
+            for m in self.tree:
+                object.__setattr__(m, "training", training)
+        for m in self.held:
+            object.__setattr__(m, "training", False)
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -307,6 +313,7 @@ def _select_params(q_net: nn.Module, params: Iterable[nn.Parameter] | None) -> l
 
 def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int, *,
               params: Iterable[nn.Parameter] | None = None,
+              eval_modules: Sequence[nn.Module] = (),
               on_eval: EvalCallback | None = None,
               on_checkpoint: CheckpointCallback | None = None,
               resume_from: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -314,6 +321,9 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
 
     ``params``: the parameters to train (default: all of ``q_net``'s that require grad), e.g. a
     backbone without its λ-network; the others stay fixed (and get no ``.grad``).
+    ``eval_modules``: submodules of ``q_net`` that stay in eval mode in the TD loss too (e.g. a
+    λ-network's dropout, which would make the regressed Q differ from the Q that acts and
+    bootstraps).
     ``on_eval(step, mean_return, returns)`` runs after each evaluation (step 0 when
     ``cfg.eval_at_start``, every ``cfg.eval_every`` env steps, and at the end).
     ``on_checkpoint(state)`` gets a snapshot (copies, loadable with
@@ -342,7 +352,10 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     was_training = q_net.training
-    modes = _Modes(q_net)
+    own = {id(m) for m in q_net.modules()}
+    if any(id(m) not in own for m in eval_modules):
+        raise ValueError("eval_modules must be submodules of q_net")
+    modes = _Modes(q_net, eval_modules)
     device = _device_of(q_net)
     trained = _select_params(q_net, params)
     torch.manual_seed(seed)
