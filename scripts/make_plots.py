@@ -10,9 +10,11 @@ so the script starts in seconds on a machine busy with training.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -145,13 +147,21 @@ def finish(fig: Figure, ax: Any, title: str, xlabel: str, ylabel: str) -> Figure
     return fig
 
 
-def scan_finetune_curve(runs: list[Run]) -> Figure:
-    """Test accuracy vs finetuning examples: does equizero's zero-shot lead survive finetuning?"""
-    methods = {"equizero": "-", "equitune": ":"}
+SCAN_CURVE_METHODS = {"equizero": "-", "equitune": ":"}
+SCAN_VERB4_METHODS = {"equizero": "-", "lambda_equitune": "--"}
+SCAN_TITLES = {"scan_add_jump": "Equizero vs. equitune for few-shot learning (SCAN Add Jump)",
+               "scan_add_jump_verb4": "Add Jump under the four verbs cycled (scan_verb4): "
+                                      "equizero vs. λ-equitune"}
+
+
+def scan_finetune_curve(runs: list[Run],
+                        methods: dict[str, str] = SCAN_CURVE_METHODS) -> Figure:
+    """Test accuracy vs finetuning examples: does a zero-shot lead survive finetuning?
+    (λ-equitune's curve starts after its λ phase.)"""
     runs = one_config_per_seed([r for r in runs if r["method"] in methods])
     stats = curve_stats(runs, "test_acc", tuple(methods))
     if stats.empty:
-        raise SkipFigure("no equizero or equitune runs with a test_acc curve")
+        raise SkipFigure(f"no {' or '.join(methods)} runs with a test_acc curve")
     backbones = stats["backbone"].unique().tolist()
     colors = cell_colors(cell_label(b) for b in backbones)
     order = {label: i for i, label in enumerate(CELL_COLORS)}
@@ -168,7 +178,8 @@ def scan_finetune_curve(runs: list[Run]) -> Figure:
     steps = sorted(stats["step"].unique().tolist())
     if len(steps) <= 12:  # tick the evaluation points themselves (0, 400, ...) when few
         ax.set_xticks(steps)
-    return finish(fig, ax, "Equizero vs. equitune for few-shot learning (SCAN Add Jump)",
+    task = runs[0]["task"]
+    return finish(fig, ax, SCAN_TITLES.get(task, task),
                   "finetuning examples seen (the paper's batch-1 iterations)",
                   "test exact-match accuracy")
 
@@ -330,6 +341,12 @@ def dqn_curve(runs: list[Run]) -> Figure:
     if len(pretrained) == 1:   # one cached pretraining shared by every run
         ax.axhline(pretrained[0], color="black", linestyle="--", linewidth=1,
                    label="pretrained DQN in its own (restricted) setting")
+    elif pretrained:           # one pretraining per seed: their mean
+        seeds = {r["seed"]: r["metrics"]["pretrained_return"] for r in runs
+                 if "pretrained_return" in r.get("metrics", {})}
+        ax.axhline(statistics.fmean(seeds.values()), color="black", linestyle="--",
+                   linewidth=1, label=f"pretrained DQN in its own (restricted) setting, "
+                                      f"mean of {len(seeds)} seeds")
     return finish(fig, ax, DQN_TITLES.get(task, task),
                   "finetuning env steps on the full distribution (0 = zero-shot)",
                   "mean greedy return (fixed evaluation episodes)")
@@ -544,6 +561,8 @@ def lambda_weights_figure(runs: list[Run]) -> Figure:
 
 FIGURES = (
     FigureSpec("scan_finetune_curve", "scan_add_jump", scan_finetune_curve),
+    FigureSpec("scan_verb4_finetune_curve", "scan_add_jump_verb4",
+               partial(scan_finetune_curve, methods=SCAN_VERB4_METHODS)),
     *(FigureSpec(f"{task}_finetune_curve", task, image_finetune_curve) for task in IMAGE_TITLES),
     *(FigureSpec(f"dqn_{env}", f"dqn_{env}", dqn_curve) for env in DQN_ENVS),
     *(FigureSpec(f"{task}_regard", task, nlg_regard_bars) for task in NLG_TASKS),

@@ -137,7 +137,7 @@ def test_script_imports_no_torch():
     modules |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     third_party = {m for m in modules if m.split(".")[0] not in {
         "__future__", "argparse", "sys", "collections", "dataclasses", "pathlib", "typing",
-        "json"}}
+        "json", "statistics", "functools"}}
     assert third_party == {"matplotlib", "matplotlib.style", "matplotlib.figure",
                            "matplotlib.lines", "matplotlib.patches", "pandas",
                            "equiv.aggregate", "equiv.paper_numbers"}
@@ -215,14 +215,26 @@ def test_nlg_figure_refuses_mixed_scorers(tmp_path):
 
 
 def fake_dqn_run(root: Path, method: str, seed: int, values, env: str = "cartpole",
-                 backbone: str = "qnet_mlp") -> None:
+                 backbone: str = "qnet_mlp", pretrained: float = 500.0) -> None:
     """A DQN results.json: ``values`` is the return curve at steps 0 (zero-shot), 1000, 2000."""
     curve = [{"step": 1000 * i, "value": v} for i, v in enumerate(values)]
     data = {"status": "complete", "task": f"dqn_{env}", "method": method, "backbone": backbone,
             "group": f"{env}_reflect", "seed": seed, "pretrained": True,
-            "metrics": {"pretrained_return": 500.0, "return_zero_shot": values[0],
+            "metrics": {"pretrained_return": pretrained, "return_zero_shot": values[0],
                         "return_finetuned": values[-1]}, "curves": {"return": curve}}
     write_results(root / f"dqn_{env}" / method / backbone / f"seed={seed}", data)
+
+
+def test_dqn_reference_line_is_the_mean_of_per_seed_pretrainings(tmp_path):
+    root = tmp_path / "runs"
+    for method in ("equizero", "vanilla"):
+        fake_dqn_run(root, method, 0, [400.0, 500.0, 500.0], pretrained=400.0)
+        fake_dqn_run(root, method, 1, [300.0, 350.0, 400.0], pretrained=500.0)
+    ax = make_plots.dqn_curve(load_runs(root)).axes[0]
+    reference = ax.get_lines()[-1]
+    assert reference.get_label() == ("pretrained DQN in its own (restricted) setting, "
+                                     "mean of 2 seeds")
+    assert list(reference.get_ydata()) == [450.0, 450.0]
 
 
 def test_dqn_learning_curves_one_figure_per_env(tmp_path, capsys):
@@ -406,3 +418,16 @@ def test_clip_finetune_curves_from_finetuning_runs_only(tmp_path, capsys):
     fig = make_plots.clip_finetune_curves(load_runs(runs))
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "equizero (2 seeds)" in labels and "equizero (paper)" in labels
+
+
+def test_scan_verb4_figure_draws_equizero_and_lambda_equitune(tmp_path):
+    root = tmp_path / "runs"
+    for method in ("equizero", "lambda_equitune", "equitune"):
+        fake_run(root, "seq2seq_lstm", method, 0, [0.5, 0.75, 1.0], task="scan_add_jump_verb4",
+                 group="scan_verb4")
+    spec = next(f for f in make_plots.FIGURES if f.name == "scan_verb4_finetune_curve")
+    assert spec.task == "scan_add_jump_verb4"
+    ax = spec.draw(load_runs(root)).axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == [
+        "LSTM equizero (1 seed)", "LSTM lambda_equitune (1 seed)"]
+    assert "scan_verb4" in ax.get_title()
