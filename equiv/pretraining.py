@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,8 +105,11 @@ def cached_pretrain(cache_dir: Path, kind: str, key: Mapping[str, Any], model: n
             load_state(weights, model)
             meta = json.loads(meta_path.read_text())
             return {**meta, "cached": True}, weights
+        started = time.monotonic()
         report = train(model, folder)
-        meta = {"kind": kind, "hash": digest, "key": dict(key), "report": report}
+        # Wall time of this call (a resumed stage counts only its last part): the cost reports.
+        meta = {"kind": kind, "hash": digest, "key": dict(key), "report": report,
+                "train_seconds": round(time.monotonic() - started, 1)}
         save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta, indent=2, default=str))
