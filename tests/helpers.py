@@ -43,3 +43,16 @@ def compose_config(*overrides: str, tmp: Path | None = None) -> DictConfig:
         extra += [f"output_root={tmp / 'outputs'}", f"cache_dir={tmp / 'cache'}"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=[*overrides, *extra])
+
+
+def talkative_seq2seq(model, action):
+    """An untrained seq2seq model stops at once (EOS): make it talk, in tokens the group moves,
+    so that equivariance tests of decoding compare real outputs."""
+    import torch
+
+    table = action.rep_out.table
+    with torch.no_grad():
+        model.out.bias[:3] = torch.tensor([-20.0, -20.0, -1.0])
+        model.out.bias[table[1] != table[0]] += 3.0
+        model.out.weight.mul_(4.0)
+    return model

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from equiv.groups import GroupAction, make_action
 from equiv.methods import LambdaEquitune, LambdaNet, build_method
 from equiv.methods.dropout import GroupDropout, shared_masks
+from tests.helpers import talkative_seq2seq
 
 EXACT = 1e-10
 BROKEN = 1e-3
@@ -263,11 +264,7 @@ def scan_wrapper(method: str, group: str, cell: str):
     torch.manual_seed(0)
     model = Seq2Seq(len(src_vocab), len(tgt_vocab), hidden=12, cell=cell, dropout=0.3).double()
     action = word_action(group, src_vocab, tgt_vocab)
-    table = action.rep_out.table
-    with torch.no_grad():   # an untrained model stops at once: make it talk, in moved tokens
-        model.out.bias[:3] = torch.tensor([-20.0, -20.0, -1.0])
-        model.out.bias[table[1] != table[0]] += 3.0
-        model.out.weight.mul_(4.0)
+    talkative_seq2seq(model, action)
     lam = LambdaNet(12, hidden=8).double() if method == "lambda_equitune" else None
     sym = SymmetrizedSeq2Seq(model, action, method, lambda_net=lam).train()
     return sym, scan_batch(pairs, src_vocab, tgt_vocab, action)

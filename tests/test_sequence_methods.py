@@ -9,6 +9,7 @@ from equiv.data.vocab import PAD, Vocab
 from equiv.groups.words import WORD_GROUPS, word_action
 from equiv.methods import LambdaNet
 from equiv.methods.sequence import SymmetrizedSeq2Seq
+from tests.helpers import talkative_seq2seq
 
 IN = Vocab(w for c, _ in all_commands() for w in c.split())
 OUT = Vocab(w for _, a in all_commands() for w in a.split())
@@ -30,11 +31,7 @@ def wrapped(method, name, cell):
     torch.manual_seed(0)
     model = Seq2Seq(len(IN), len(OUT), hidden=12, cell=cell).double().eval()
     action = word_action(name, IN, OUT)
-    table = action.rep_out.table
-    with torch.no_grad():   # an untrained model stops at once: make it talk, in moved tokens
-        model.out.bias[:3] = torch.tensor([-20.0, -20.0, -1.0])
-        model.out.bias[table[1] != table[0]] += 3.0
-        model.out.weight.mul_(4.0)
+    talkative_seq2seq(model, action)
     base, _, option = method.partition("-")
     lam = LambdaNet(12, hidden=8, dropout=0.0).double() if base == "lambda_equitune" else None
     if base == "equizero":
