@@ -150,8 +150,8 @@ def finish(fig: Figure, ax: Any, title: str, xlabel: str, ylabel: str) -> Figure
 SCAN_CURVE_METHODS = {"equizero": "-", "equitune": ":"}
 SCAN_VERB4_METHODS = {"equizero": "-", "lambda_equitune": "--"}
 SCAN_TITLES = {"scan_add_jump": "Equizero vs. equitune for few-shot learning (SCAN Add Jump)",
-               "scan_add_jump_verb4": "Add Jump under the four verbs cycled (scan_verb4): "
-                                      "equizero vs. λ-equitune"}
+               "scan_add_jump_verb4": "SCAN Add Jump, four verbs cycled: equizero vs. "
+                                      "λ-equitune"}
 
 
 def scan_finetune_curve(runs: list[Run],

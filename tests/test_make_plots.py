@@ -430,4 +430,4 @@ def test_scan_verb4_figure_draws_equizero_and_lambda_equitune(tmp_path):
     ax = spec.draw(load_runs(root)).axes[0]
     assert [line.get_label() for line in ax.get_lines()] == [
         "LSTM equizero (1 seed)", "LSTM lambda_equitune (1 seed)"]
-    assert "scan_verb4" in ax.get_title()
+    assert "four verbs" in ax.get_title()
