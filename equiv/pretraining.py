@@ -109,7 +109,7 @@ def cached_pretrain(cache_dir: Path, kind: str, key: Mapping[str, Any], model: n
         report = train(model, folder)
         # Wall time of this call (a resumed stage counts only its last part): the cost reports.
         meta = {"kind": kind, "hash": digest, "key": dict(key), "report": report,
-                "train_seconds": round(time.monotonic() - started, 1)}
+                "train_seconds": round(time.monotonic() - started, 3)}
         save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta, indent=2, default=str))
