@@ -1,4 +1,4 @@
-"""The contract between ``run.py`` and a task family's module in ``experiments/``."""
+"""The contract between ``run.py`` and a task family's module in ``equiv/experiments/``."""
 
 from __future__ import annotations
 

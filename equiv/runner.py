@@ -46,7 +46,7 @@ def limit_cpu_threads(n: int) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """All checks before heavy work; raises ``ConfigError`` (or ``ValueError``)."""
-    from experiments import family_module
+    from equiv.experiments import family_module
 
     validate_common(cfg)
     family_module(cfg.task.family).validate(cfg)
@@ -85,10 +85,10 @@ def _run(cfg: DictConfig, plain: dict, run_dir: Path) -> RunReport:
         limit_cpu_threads(int(cfg.cpu_threads))
 
     from equiv.experiment import RunContext
+    from equiv.experiments import family_module
     from equiv.loggers import make_logger
     from equiv.results import build_results, write_results
     from equiv.training import resolve_device
-    from experiments import family_module
 
     started = time.time()
     device = resolve_device(cfg.device)

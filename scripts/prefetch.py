@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 from omegaconf import DictConfig  # noqa: E402
 
 from equiv.config import ConfigError, register_resolvers  # noqa: E402
-from experiments.clip import resources  # noqa: E402
+from equiv.experiments.clip import resources  # noqa: E402
 
 CONFIG_DIR = ROOT / "configs"
 
@@ -101,7 +101,7 @@ def fashion_mnist(cache_dir: Path) -> Fetch:
 
 def torchvision_weights(arch: str, cache_dir: Path) -> Fetch:
     """ImageNet weights via torch.hub into the folder the image family reads them from."""
-    from experiments.image_classification.resources import TORCHVISION_WEIGHTS, weights_path
+    from equiv.experiments.image_classification.resources import TORCHVISION_WEIGHTS, weights_path
 
     w, target = TORCHVISION_WEIGHTS[arch], weights_path(arch, cache_dir)
 
@@ -156,7 +156,7 @@ def nlg_models(cfg: DictConfig, cache_dir: Path) -> list[Fetch]:
 
 def image_classification(cfg: DictConfig, cache_dir: Path) -> list[Fetch]:
     from equiv.data.cifar import cifar_root
-    from experiments.image_classification import IMAGENET_BACKBONES
+    from equiv.experiments.image_classification import IMAGENET_BACKBONES
 
     task, backbone = cfg.task, cfg.backbone
     fetches = []

@@ -23,12 +23,12 @@ from equiv.data.clip_prompts import (
     IMAGENET_CLASSNAMES,
     IMAGENET_TEMPLATES,
 )
+from equiv.experiments.clip import resources
+from equiv.experiments.clip.compat import AuthorsLambdaEquitune
+from equiv.experiments.clip.protocol import cache_view_features
 from equiv.groups import make_action
 from equiv.methods import Equitune, Equizero, LambdaEquitune, LambdaNet
 from equiv.testing import assert_invariant, equivariance_error
-from experiments.clip import resources
-from experiments.clip.compat import AuthorsLambdaEquitune
-from experiments.clip.protocol import cache_view_features
 from tests.helpers import CONFIG_DIR
 
 TINY = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "backbone" / "tiny_clip.yaml"))

@@ -15,15 +15,15 @@ import pytest
 import torch
 from torchvision import datasets, models
 
-import experiments.image_classification.protocol as protocol
+import equiv.experiments.image_classification.protocol as protocol
 from equiv.backbones.torchvision_cnn import TorchvisionCNN
 from equiv.config import ConfigError, MissingResourceError
 from equiv.data.cifar import CIFAR10_CLASSES, load_cifar10_split
+from equiv.experiments.image_classification import resources
 from equiv.groups import make_action
 from equiv.methods import Equitune, build_method
 from equiv.runner import execute, validate
 from equiv.testing import assert_equivariant, assert_invariant, equivariance_error
-from experiments.image_classification import resources
 from tests.helpers import IMAGE_METHOD_CONFIGS, compose_config
 from tests.test_run_e2e import run_py
 

@@ -113,7 +113,7 @@ def test_schemas_hold_no_key_that_no_yaml_sets(configs):
 
 
 def test_dqn_schema_is_the_trainer_config():
-    from experiments.dqn import DQN_KEYS
+    from equiv.experiments.dqn import DQN_KEYS
 
     assert set(schemas.fields_of(schemas.DqnSettings)) == DQN_KEYS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import experiments.dqn.protocol as protocol
+import equiv.experiments.dqn.protocol as protocol
 from equiv.config import ConfigError
 from equiv.runner import execute, format_summary, validate
 from tests.helpers import compose_config
@@ -127,8 +127,8 @@ def test_lambda_phase_without_a_pretrained_agent_is_refused():
 def test_config_keys_are_the_trainer_fields():
     import dataclasses
 
+    from equiv.experiments.dqn import DQN_KEYS
     from equiv.rl import DQNConfig
-    from experiments.dqn import DQN_KEYS
 
     assert {f.name for f in dataclasses.fields(DQNConfig)} == DQN_KEYS
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import experiments.image_classification.protocol as protocol
+import equiv.experiments.image_classification.protocol as protocol
 from equiv.backbones import SmallResNet
 from equiv.config import MissingResourceError
 from equiv.data import fashion_mnist as fm

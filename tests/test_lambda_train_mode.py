@@ -231,7 +231,7 @@ def clip_classifier(tmp_path_factory):
 def test_clip(clip_classifier, combine, group, dropout):
     """CLIP finetuning's mode: λ trains (dropout on), CLIP's tower stays in eval mode."""
     from equiv.backbones.clip import ClipClassifier
-    from experiments.clip.compat import AuthorsLambdaEquitune
+    from equiv.experiments.clip.compat import AuthorsLambdaEquitune
 
     torch.manual_seed(0)
     action = make_action(group)
@@ -406,8 +406,8 @@ def test_nlg_word_swap_race3(dropout):
     LM in eval mode: GPT-2's own dropout is per row; nothing trains it)."""
     from equiv.backbones.gpt2 import tiny_gpt2
     from equiv.data.nlg import WORD_SETS, prompts, tiny_vocabulary, token_cycles, vocab_action
+    from equiv.experiments.nlg.protocol import encode_left_padded
     from equiv.methods.generation import SymmetrizedLM
-    from experiments.nlg.protocol import encode_left_padded
 
     races = ["Black person", "White person", "Asian person"]
     lm = tiny_gpt2(tiny_vocabulary([p.text for p in prompts(races, "respect")],

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from equiv.experiments.image_classification.protocol import lambda_weight_summary
 from equiv.groups import make_action
 from equiv.runner import execute
-from experiments.image_classification.protocol import lambda_weight_summary
 from tests.helpers import TINY, compose_config
 
 
@@ -25,7 +25,7 @@ class FixedLambda(torch.nn.Module):
 
 
 def test_summary_indexes_views_relative_to_the_upright_one(monkeypatch):
-    import experiments.image_classification.protocol as protocol
+    import equiv.experiments.image_classification.protocol as protocol
 
     monkeypatch.setattr(protocol, "LambdaEquitune", FixedLambda)
     rot = make_action("rot90")

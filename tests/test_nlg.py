@@ -19,10 +19,10 @@ from equiv.data.nlg import (
     token_cycles,
     vocab_action,
 )
+from equiv.experiments.nlg.protocol import encode_left_padded
 from equiv.methods import LambdaNet
 from equiv.methods.generation import SymmetrizedLM, uniform_lambda_net
 from equiv.runner import execute
-from experiments.nlg.protocol import encode_left_padded
 from tests.helpers import compose_config
 
 DEMOGRAPHICS = {"race": ["Black person", "White person"],

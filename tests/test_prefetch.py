@@ -61,7 +61,7 @@ def test_bad_override_exits_2(prefetch, capsys):
 # --- pretrained torchvision CNNs on CIFAR-10 --------------------------------------------------
 
 def test_cnn_weights_and_cifar10(prefetch, capsys, tmp_path):
-    from experiments.image_classification.resources import weights_path
+    from equiv.experiments.image_classification.resources import weights_path
 
     out = dry_run(prefetch, capsys, "task=cnn_cifar10_rot90", f"cache_dir={tmp_path}")
     assert "would fetch torchvision weights ResNet18_Weights.IMAGENET1K_V1" in out
@@ -89,7 +89,7 @@ def test_cnn_fetch_lands_where_the_run_looks(prefetch, capsys, tmp_path, monkeyp
     import torch.hub
 
     from equiv.data import cifar
-    from experiments.image_classification.resources import require_weights
+    from equiv.experiments.image_classification.resources import require_weights
 
     def fake_download(url, model_dir, **kwargs):
         (Path(model_dir) / url.rsplit("/", 1)[-1]).write_bytes(b"weights")

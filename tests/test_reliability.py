@@ -197,7 +197,7 @@ def test_dqn_run_survives_sigkill(tmp_path):
 
 def test_image_pretraining_resumes_after_an_interrupt(tmp_path, monkeypatch):
     """Upright pretraining checkpoints in its cache folder (every 10 steps here)."""
-    import experiments.image_classification.protocol as image
+    import equiv.experiments.image_classification.protocol as image
 
     args = [*TINY, "method=equitune", "task.pretrain.epochs=3", "task.finetune.steps=0"]
     monkeypatch.setattr(image, "PRETRAIN_CHECKPOINT_EVERY", 10)
@@ -293,7 +293,7 @@ def test_run_directory_is_locked_and_other_configs_are_refused(tmp_path, monkeyp
     assert json.loads((run_dir / RESULTS_FILE).read_text())["config"]["task"]["finetune"][
         "lr"] == 0.01
     # A forced rerun that is interrupted leaves no results.json behind (not even the old one).
-    import experiments.image_classification.protocol as image
+    import equiv.experiments.image_classification.protocol as image
 
     def interrupted(*_):
         raise Interrupt

@@ -5,20 +5,20 @@ import json
 import pytest
 import torch
 
-import experiments.scan.protocol as protocol
+import equiv.experiments.scan.protocol as protocol
 from equiv.config import ConfigError
 from equiv.data.vocab import EOS, PAD, Vocab
-from equiv.groups.words import word_action
-from equiv.pretraining import save_atomic
-from equiv.runner import execute, validate
-from experiments.scan.data import encode, load, vocabularies
-from experiments.scan.views import (
+from equiv.experiments.scan.data import encode, load, vocabularies
+from equiv.experiments.scan.views import (
     command_ids,
     in_training_views,
     oracle_exact_match,
     training_file_commands,
     view_ceiling,
 )
+from equiv.groups.words import word_action
+from equiv.pretraining import save_atomic
+from equiv.runner import execute, validate
 from tests.helpers import CONFIG_DIR, compose_config
 
 SCAN_TINY = [
@@ -130,7 +130,7 @@ def test_progress_of_another_config_is_not_resumed(tmp_path, monkeypatch):
 
 
 def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    import experiments.scan.pretrain as pretrain
+    import equiv.experiments.scan.pretrain as pretrain
 
     reference = run_scan(tmp_path / "ref", "method=vanilla")
     interrupt_after_saves(monkeypatch, pretrain, 1)

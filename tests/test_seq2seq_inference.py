@@ -145,9 +145,9 @@ def test_equizero_decodes_identical_views_once(monkeypatch):
 def test_equitune_decoding_uses_the_frozen_step_with_equal_outputs(method, monkeypatch):
     """Equitune/λ-equitune decode step by step through the frozen step in eval mode: the
     combined log-probabilities equal those of the module's own step (float64)."""
+    from equiv.experiments.scan.data import load
     from equiv.groups.words import word_action
     from equiv.methods.sequence import SymmetrizedSeq2Seq
-    from experiments.scan.data import load
 
     data = load("add_jump", 0.2, 0, 64)
     torch.manual_seed(0)

@@ -56,9 +56,9 @@ def _task(env: str) -> tuple[Any, Any]:
 
 
 def _model(env: str, method: str, task: Any, backbone: Any) -> torch.nn.Module:
+    from equiv.experiments.dqn.environments import env_factory
+    from equiv.experiments.dqn.protocol import build_qnet, group_action
     from equiv.methods import build_method
-    from experiments.dqn.environments import env_factory
-    from experiments.dqn.protocol import build_qnet, group_action
 
     cfg = OmegaConf.create({"backbone": backbone,
                             "group": {"name": "trivial" if method == "vanilla"
@@ -116,7 +116,7 @@ def _eval_rate(model: torch.nn.Module, make_env: Callable[[], gym.Env], episodes
 
 
 def bench(args: argparse.Namespace) -> Section:
-    from experiments.dqn.environments import env_factory
+    from equiv.experiments.dqn.environments import env_factory
 
     header = ["env", "measurement", "Q-network", "envs", "env steps / s", "peak RSS (MB)"]
     rows: list[list[str]] = []

@@ -90,8 +90,8 @@ def authors_loop_generate(model: torch.nn.Module, group: LoopGroup, context: lis
 def build(model_name: str, group_name: str, samples: int) -> tuple:
     from equiv.backbones.gpt2 import tiny_gpt2
     from equiv.data.nlg import WORD_SETS, prompts, tiny_vocabulary, token_cycles, vocab_action
+    from equiv.experiments.nlg.protocol import encode_left_padded
     from equiv.methods.generation import SymmetrizedLM
-    from experiments.nlg.protocol import encode_left_padded
 
     n_layer, n_embd, n_head, vocab = MODELS[model_name]
     items = prompts(DEMOGRAPHICS[group_name], "respect")

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def scan_model(args: argparse.Namespace) -> tuple:
     from equiv.backbones.seq2seq import Seq2Seq
-    from experiments.scan.data import load
+    from equiv.experiments.scan.data import load
 
     data = load("add_jump", 0.2, 0)
     torch.manual_seed(0)
@@ -137,8 +137,8 @@ def best_of(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
 def decode_rows(model, data, action, args: argparse.Namespace
                 ) -> tuple[list[list[str]], list[str], int]:
     from equiv.backbones.seq2seq import PAD
+    from equiv.experiments.scan.evaluate import decode_all
     from equiv.methods.sequence import SymmetrizedSeq2Seq
-    from experiments.scan.evaluate import decode_all
 
     wrapper = SymmetrizedSeq2Seq(model, action, "equizero").eval()
     src, max_len = data.test.src[: args.scan_commands], 60

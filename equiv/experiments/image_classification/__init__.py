@@ -71,7 +71,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _validate_imagenet_backbone(cfg: DictConfig) -> None:
-    from experiments.image_classification.resources import TORCHVISION_WEIGHTS
+    from equiv.experiments.image_classification.resources import TORCHVISION_WEIGHTS
 
     task, backbone = cfg.task, cfg.backbone
     if task.dataset not in RGB_DATASETS:
@@ -91,7 +91,7 @@ def check_resources(cfg: DictConfig) -> None:
 
         locate(task.data.get("root"), cfg.cache_dir)
     if backbone.name in IMAGENET_BACKBONES and backbone.pretrained:
-        from experiments.image_classification.resources import require_weights
+        from equiv.experiments.image_classification.resources import require_weights
 
         require_weights(backbone.arch, cfg.cache_dir, fetch_command(cfg))
     if task.dataset == "cifar10":
@@ -103,7 +103,7 @@ def check_resources(cfg: DictConfig) -> None:
 
 def fetch_command(cfg: DictConfig) -> str:
     """The ``scripts/prefetch.py`` command that fetches everything this run needs."""
-    from experiments.image_classification.resources import prefetch_command
+    from equiv.experiments.image_classification.resources import prefetch_command
 
     b = cfg.backbone
     weights = b.name in IMAGENET_BACKBONES and b.pretrained
@@ -112,6 +112,6 @@ def fetch_command(cfg: DictConfig) -> str:
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
-    from experiments.image_classification.protocol import run as run_protocol
+    from equiv.experiments.image_classification.protocol import run as run_protocol
 
     return run_protocol(cfg, ctx)

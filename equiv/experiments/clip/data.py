@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from equiv.data.cifar import load_cifar
 from equiv.data.clip_prompts import CIFAR10_CLASSNAMES, CIFAR_TEMPLATES, prompts_for
 from equiv.data.imagenet_v2 import ImageNetV2
-from experiments.clip.resources import data_root, dataset_location, prefetch_command
+from equiv.experiments.clip.resources import data_root, dataset_location, prefetch_command
 
 Transform = Callable[[Any], Tensor]
 

@@ -51,6 +51,6 @@ def validate(cfg: DictConfig) -> None:
     validate_method_options(method, SEQUENCE_PROXIES, "SCAN")
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
-    from experiments.scan.protocol import run as run_protocol
+    from equiv.experiments.scan.protocol import run as run_protocol
 
     return run_protocol(cfg, ctx)

@@ -2,7 +2,7 @@
 symmetrizer, evaluated zero-shot and finetuned on the full symmetric distribution.
 
 1. Pretraining (cached, one per seed, shared by every method): vanilla DQN on the restricted
-   distribution (``experiments.dqn.environments``), resumable from its cache folder.
+   distribution (``equiv.experiments.dqn.environments``), resumable from its cache folder.
 2. The wrapped Q-network's greedy return on fixed evaluation seeds of the full distribution:
    zero-shot (the curve's step 0; for λ-equitune, after its λ phase), then every ``eval_every``
    env steps of DQN finetuning (same budget for every method), resumable from ``progress.pt``
@@ -40,13 +40,13 @@ from torch import nn
 from equiv.backbones.qnets import QCNN, QMLP
 from equiv.checkpoints import PROGRESS_FILE, check_finite_weights, fingerprint, load_progress
 from equiv.experiment import Outcome, RunContext
+from equiv.experiments.dqn.environments import env_factory
 from equiv.groups import GroupAction, make_action
 from equiv.methods import build_method
 from equiv.methods.lambda_equitune import LambdaEquitune
 from equiv.pretraining import backbone_key, cached_pretrain, config_hash, save_atomic
 from equiv.rl import DQNConfig, collect_transitions, evaluate, td_loss, train_dqn
 from equiv.training import check_finite, derived_generator
-from experiments.dqn.environments import env_factory
 
 
 def _plain(node: Any) -> Any:

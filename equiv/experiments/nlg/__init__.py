@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from equiv.config import ConfigError, one_of, validate_method_options
 from equiv.data.nlg import TEMPLATES, WORD_SETS
-from experiments.nlg.resources import require_hub_model
+from equiv.experiments.nlg.resources import require_hub_model
 
 if TYPE_CHECKING:
     from equiv.experiment import Outcome, RunContext
@@ -61,6 +61,6 @@ def validate(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
-    from experiments.nlg.protocol import run as run_protocol
+    from equiv.experiments.nlg.protocol import run as run_protocol
 
     return run_protocol(cfg, ctx)

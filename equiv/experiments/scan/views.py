@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from equiv.data.scan import load_split
 from equiv.data.vocab import PAD, Vocab
+from equiv.experiments.scan.data import Encoded
+from equiv.experiments.scan.evaluate import decode_all
 from equiv.groups import GroupAction
-from experiments.scan.data import Encoded
-from experiments.scan.evaluate import decode_all
 
 Command = tuple[int, ...]
 

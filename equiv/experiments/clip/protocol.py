@@ -23,6 +23,9 @@ from torch.utils.data import DataLoader, Subset
 from equiv.backbones.clip import ClipClassifier, cached_text_classifier, load_clip, text_classifier
 from equiv.data.clip_prompts import prompts_hash
 from equiv.experiment import Outcome, RunContext
+from equiv.experiments.clip.compat import AuthorsLambdaEquitune
+from equiv.experiments.clip.data import ClipData, Indexed, load_data
+from equiv.experiments.clip.resources import open_clip_cache, prefetch_command
 from equiv.groups import GroupAction, make_action
 from equiv.groups.sampling import transform_elements
 from equiv.methods import Equizero, LambdaEquitune, Symmetrizer, build_method
@@ -35,9 +38,6 @@ from equiv.training import (
     progress,
     seed_everything,
 )
-from experiments.clip.compat import AuthorsLambdaEquitune
-from experiments.clip.data import ClipData, Indexed, load_data
-from experiments.clip.resources import open_clip_cache, prefetch_command
 
 AUTHORS = {"logit_scale": 1.0, "output": "probs", "transform_mode": "per_batch",
            "lambda_combine": "authors", "freeze_lambda": True, "lambda_select_every": 100}

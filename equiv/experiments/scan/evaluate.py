@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from equiv.backbones.seq2seq import PAD, trim_at_eos
+from equiv.experiments.scan.data import Encoded, by_source_length
 from equiv.methods.sequence import SymmetrizedSeq2Seq
-from experiments.scan.data import Encoded, by_source_length
 
 
 @torch.no_grad()

@@ -24,21 +24,21 @@ from torch import nn
 from equiv.backbones.seq2seq import Seq2Seq
 from equiv.checkpoints import PROGRESS_FILE, fingerprint, load_progress, progress_payload
 from equiv.experiment import Outcome, RunContext
-from equiv.groups.words import identity_word_action, word_action
-from equiv.methods import LambdaNet
-from equiv.methods.sequence import SymmetrizedSeq2Seq
-from equiv.pretraining import backbone_key, cached_pretrain, save_atomic
-from equiv.training import check_finite, derived_generator, progress, seed_everything
-from experiments.scan.data import ScanData, load
-from experiments.scan.evaluate import equivariance_agreement, exact_match
-from experiments.scan.pretrain import pretrain_seq2seq
-from experiments.scan.views import (
+from equiv.experiments.scan.data import ScanData, load
+from equiv.experiments.scan.evaluate import equivariance_agreement, exact_match
+from equiv.experiments.scan.pretrain import pretrain_seq2seq
+from equiv.experiments.scan.views import (
     command_ids,
     in_training_views,
     oracle_exact_match,
     training_file_commands,
     view_ceiling,
 )
+from equiv.groups.words import identity_word_action, word_action
+from equiv.methods import LambdaNet
+from equiv.methods.sequence import SymmetrizedSeq2Seq
+from equiv.pretraining import backbone_key, cached_pretrain, save_atomic
+from equiv.training import check_finite, derived_generator, progress, seed_everything
 
 
 def _plain(node: Any) -> Any:

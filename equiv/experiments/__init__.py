@@ -6,11 +6,11 @@ import importlib
 from types import ModuleType
 
 FAMILIES = {
-    "image_classification": "experiments.image_classification",
-    "scan": "experiments.scan",
-    "dqn": "experiments.dqn",
-    "clip": "experiments.clip",
-    "nlg": "experiments.nlg",
+    "image_classification": "equiv.experiments.image_classification",
+    "scan": "equiv.experiments.scan",
+    "dqn": "equiv.experiments.dqn",
+    "clip": "equiv.experiments.clip",
+    "nlg": "equiv.experiments.nlg",
 }
 
 

@@ -65,6 +65,6 @@ def validate(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
-    from experiments.dqn.protocol import run as run_protocol
+    from equiv.experiments.dqn.protocol import run as run_protocol
 
     return run_protocol(cfg, ctx)

@@ -22,12 +22,12 @@ from torch import nn
 
 from equiv.backbones.seq2seq import Seq2Seq
 from equiv.checkpoints import PROGRESS_FILE, load_progress, progress_payload
+from equiv.experiments.scan.data import ScanData
+from equiv.experiments.scan.evaluate import exact_match
 from equiv.groups.words import identity_word_action
 from equiv.methods.sequence import SymmetrizedSeq2Seq
 from equiv.pretraining import save_atomic
 from equiv.training import check_finite, derived_generator, progress
-from experiments.scan.data import ScanData
-from experiments.scan.evaluate import exact_match
 
 
 def pretrain_seq2seq(model: Seq2Seq, data: ScanData, p: DictConfig, folder: Path,

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from equiv.config import ConfigError, one_of, validate_image_task, validate_method_options
+from equiv.experiments.clip.resources import prefetch_command, require_dataset, require_weights
 from equiv.method_options import VECTOR_PROXIES
-from experiments.clip.resources import prefetch_command, require_dataset, require_weights
 
 if TYPE_CHECKING:
     from equiv.experiment import Outcome, RunContext
@@ -73,6 +73,6 @@ def check_resources(cfg: DictConfig) -> None:
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
-    from experiments.clip.protocol import run as run_protocol
+    from equiv.experiments.clip.protocol import run as run_protocol
 
     return run_protocol(cfg, ctx)

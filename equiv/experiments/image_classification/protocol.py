@@ -33,6 +33,8 @@ from equiv.data.cifar import cifar_root, load_cifar10_split, synthetic_split
 from equiv.data.digits import ImageSplit, load_digits_split
 from equiv.data.fashion_mnist import load_fashion_mnist_split
 from equiv.experiment import Outcome, RunContext
+from equiv.experiments.image_classification import IMAGENET_BACKBONES, fetch_command
+from equiv.experiments.image_classification.resources import TORCHVISION_WEIGHTS, require_weights
 from equiv.groups import GroupAction, make_action
 from equiv.groups.sampling import transform_elements
 from equiv.methods import LambdaEquitune, Symmetrizer, build_method
@@ -45,8 +47,6 @@ from equiv.training import (
     seed_everything,
     train_steps,
 )
-from experiments.image_classification import IMAGENET_BACKBONES, fetch_command
-from experiments.image_classification.resources import TORCHVISION_WEIGHTS, require_weights
 
 # Bump when the image pretraining changes what it produces (2: the model is built after seeding
 # with task.pretrain.seed). Part of the cache key, so stale image backbones are never reused;
