@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONFIG_GROUPS = ("task", "method", "backbone", "group", "logger", "experiment")
 DEVICES = ("cpu", "cuda", "mps")
@@ -90,6 +90,21 @@ def check_group_overrides(argv: Sequence[str], config_dir: Path) -> None:
                                   f"{', '.join(valid)}")
 
 
+def hydra_message(text: str) -> str:
+    """Hydra's multi-line report in one line: its first two lines, and the options it lists
+    (``Available options in 'hydra/launcher': basic, joblib``)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = " ".join(lines[:2])
+    if len(lines) > 1 and lines[1].startswith("Available options"):
+        options = []
+        for line in lines[2:]:
+            if line.endswith(":"):                  # "Config search path:" and what follows
+                break
+            options.append(line)
+        message = f"{lines[0]}; {lines[1][:-1]}: {', '.join(options)}"
+    return message
+
+
 def check_composes(argv: Sequence[str], config_dir: Path) -> None:
     """Compose the config once (a sweep's first cell) before Hydra runs, so that an unknown key
     or a value that does not fit its node fails with one line instead of Hydra's report; then
@@ -101,24 +116,28 @@ def check_composes(argv: Sequence[str], config_dir: Path) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    multirun = any(a in ("-m", "--multirun") for a in argv)
     cell = []
     for ov in OverridesParser.create().parse_overrides(
             [a for a in argv if not a.startswith("-") and "=" in a]):
-        if ov.key_or_group.split("/")[0].split(".")[0] == "hydra":   # Hydra's own settings
-            continue
+        if ov.is_sweep_override() and not multirun:
+            raise ConfigError(f"{ov.input_line} is a sweep: add -m to run each value, or write "
+                              f"{ov.get_key_element()}=[...] for a list")
         if isinstance(ov.value(), ChoiceSweep):
             cell.append(f"{ov.get_key_element()}={ov.value().list[0]}")
         elif not ov.is_sweep_override():
             cell.append(f"{ov.get_key_element()}={ov.get_value_element_as_str()}")
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            cfg = compose("config", overrides=cell)
+            cfg = compose("config", overrides=cell, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
-        message = " ".join(line.strip() for line in str(err).splitlines()[:2])
+        message = hydra_message(str(err))
         cause = err.__cause__
         if cause is not None and str(cause).strip():
             message += f" ({str(cause).splitlines()[0]})"
         raise ConfigError(message) from err
+    with open_dict(cfg):
+        del cfg["hydra"]                      # composed only to check Hydra's own overrides
     check_schemas(cfg)
 
 

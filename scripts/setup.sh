@@ -17,7 +17,7 @@ stamp=.venv/.equiv-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import equiv" 2>/dev/null
 then
-  .venv/bin/pip install --quiet -e ".[test,dev]"
+  .venv/bin/pip install --quiet -e ".[test,dev,joblib,slurm]"
   echo "$want" > "$stamp"
 fi
 echo "setup: .venv ready (torch $(.venv/bin/python -c "from importlib.metadata import version; print(version('torch'))"))"

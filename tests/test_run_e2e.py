@@ -79,6 +79,14 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
     (["task=scan_add_jump", "backbone.hidden=big"], "backbone.hidden='big' must be an integer"),
     (["+sed=1"], "unknown top-level keys sed; valid: backbone, cache_dir"),
     (["force=maybe"], "force='maybe' must be true or false"),
+    # Hydra's own command-line errors
+    (["seed=0,1"], "seed=0,1 is a sweep: add -m to run each value, or write seed=[...]"),
+    (["task=digits_rot90,fmnist_rot90"], "task=digits_rot90,fmnist_rot90 is a sweep: add -m"),
+    (["seed=[1"], "cannot parse the command line: no viable alternative at input '[1'"),
+    (["--bogus-flag"], "unknown option --bogus-flag; valid: "),
+    (["-m", "seed=0", "hydra/launcher=nope"],
+     "Could not find 'hydra/launcher/nope'; Available options in 'hydra/launcher': basic"),
+    (["hydra.job.chdir=maybe"], "Value 'maybe' is not a valid bool"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment, tmp_path):
     proc, cpu = run_py_cpu(*args, f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}",
