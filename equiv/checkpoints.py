@@ -15,8 +15,6 @@ map to the same one.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import sys
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from equiv.pretraining import CheckpointError
 from equiv.training import NonFiniteLossError
@@ -129,20 +128,18 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
 
     Two jobs with the same run directory are either the same job launched twice or two configs
     the directory name cannot tell apart; neither should wait for the other's results, so the
-    second one stops at once with ``RunDirBusyError``. The lock is an ``flock``: the kernel
-    releases it when the process dies, so a killed run never leaves a stale lock behind.
+    second one stops at once with ``RunDirBusyError``. The lock is a ``filelock`` (an OS
+    lock): it is released when the process dies, so a killed run never leaves a stale lock.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / LOCK_FILE, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            raise RunDirBusyError(f"{run_dir} is in use by another running job (same run "
-                                  "directory); wait for it to finish or use another "
-                                  "output_root") from err
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = FileLock(run_dir / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout as err:
+        raise RunDirBusyError(f"{run_dir} is in use by another running job (same run "
+                              "directory); wait for it to finish or use another "
+                              "output_root") from err
+    try:
+        yield
+    finally:
+        lock.release()

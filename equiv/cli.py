@@ -54,6 +54,16 @@ def check_flags(argv: Sequence[str]) -> None:
             raise ConfigError(f"unknown option {flag}; valid: {', '.join(sorted(FLAGS))}")
 
 
+def describe_fault(err: BaseException) -> str:
+    """A runtime fault in words: an OS error (a full disk, a path that vanished or cannot be
+    written) as what failed and where, without the exception's class name."""
+    if isinstance(err, OSError) and err.strerror:
+        where = f": {err.filename}" if err.filename else ""
+        return (f"I/O error ({err.strerror}){where}; completed checkpoints are kept, and the "
+                "same command resumes from the last one")
+    return str(err)
+
+
 def remove_if_untouched(run_dir: Path, output_root: Path) -> None:
     """Hydra creates the run directory before we can validate; leave no trace of a refused run."""
     hydra_files = {".hydra", ".lock", f"{HydraConfig.get().job.name}.log"}
@@ -81,8 +91,8 @@ def run_task(cfg: DictConfig) -> None:
     except ConfigError as err:
         remove_if_untouched(run_dir, Path(cfg.output_root))
         fail(str(err))
-    except (CheckpointError, NonFiniteLossError, RunDirBusyError) as err:
-        message = " ".join(str(err).split())              # one line, whatever the cause says
+    except (CheckpointError, NonFiniteLossError, RunDirBusyError, OSError) as err:
+        message = " ".join(describe_fault(err).split())   # one line, whatever the cause says
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             fail(message, EXIT_FAULT)
         where = "" if str(run_dir) in message else f"{run_dir}: "

@@ -6,10 +6,10 @@ and the (possibly long) pretraining runs once.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from torch import nn
 
 # Bump when the code of a pretraining stage changes what it produces.
@@ -70,14 +71,47 @@ def load_state(path: Path, model: nn.Module,
 
 @contextmanager
 def exclusive(folder: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (parallel sweep jobs wait rather than race)."""
+    """Hold an exclusive lock on ``folder``: parallel sweep jobs wait rather than race, and say
+    so. A portable ``filelock`` (an OS lock: released when its holder dies, never stale)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = FileLock(folder / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for {folder}: another job is building it", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_cached_weights(weights: Path, meta: dict[str, Any], meta_path: Path) -> None:
+    """A cached model is used only if its bytes are those its pretraining wrote (a truncated or
+    corrupted file would otherwise load as garbage, or fail deep inside torch). Models cached
+    before checksums were recorded get theirs now."""
+    actual = file_sha256(weights)
+    expected = meta.get("sha256")
+    if expected is None:
+        _write_meta({**meta, "sha256": actual}, meta_path)
+    elif actual != expected:
+        raise CheckpointError(f"cached model {weights} is corrupted (sha256 {actual[:12]} is "
+                              f"not the recorded {expected[:12]}); delete {weights.parent} to "
+                              "pretrain it again")
+
+
+def _write_meta(meta: dict[str, Any], meta_path: Path) -> None:
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    os.replace(tmp, meta_path)
 
 
 def cached_pretrain(cache_dir: Path, kind: str, key: Mapping[str, Any], model: nn.Module,
@@ -102,8 +136,9 @@ def cached_pretrain(cache_dir: Path, kind: str, key: Mapping[str, Any], model: n
     weights, meta_path = folder / "model.pt", folder / "meta.json"
     with exclusive(folder):
         if weights.exists() and meta_path.exists():
-            load_state(weights, model)
             meta = json.loads(meta_path.read_text())
+            check_cached_weights(weights, meta, meta_path)
+            load_state(weights, model)
             return {**meta, "cached": True}, weights
         started = time.monotonic()
         report = train(model, folder)
@@ -111,7 +146,6 @@ def cached_pretrain(cache_dir: Path, kind: str, key: Mapping[str, Any], model: n
         meta = {"kind": kind, "hash": digest, "key": dict(key), "report": report,
                 "train_seconds": round(time.monotonic() - started, 3)}
         save_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=2, default=str))
-        os.replace(tmp, meta_path)
+        meta["sha256"] = file_sha256(weights)
+        _write_meta(meta, meta_path)
     return {**meta, "cached": False}, weights
