@@ -21,7 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from equiv.config import ConfigError, check_composes, check_group_overrides, register_resolvers
+from equiv.config import check_composes, check_group_overrides, register_resolvers
+from equiv.errors import ConfigError, RunFault
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 EXIT_FAULT = 1
@@ -49,10 +50,7 @@ def remove_if_untouched(run_dir: Path, output_root: Path) -> None:
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from equiv.checkpoints import RunDirBusyError
-    from equiv.pretraining import CheckpointError
     from equiv.runner import execute, format_summary
-    from equiv.training import NonFiniteLossError
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -60,7 +58,7 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as err:
         remove_if_untouched(run_dir, Path(cfg.output_root))
         fail(str(err))
-    except (CheckpointError, NonFiniteLossError, RunDirBusyError) as err:
+    except RunFault as err:             # unreadable checkpoint, non-finite loss, busy run dir
         message = " ".join(str(err).split())              # one line, whatever the cause says
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             fail(message, EXIT_FAULT)

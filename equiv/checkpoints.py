@@ -27,8 +27,7 @@ from typing import Any
 
 import torch
 
-from equiv.pretraining import CheckpointError
-from equiv.training import NonFiniteLossError
+from equiv.errors import CheckpointError, NonFiniteLossError, RunDirBusyError
 
 PROGRESS_FILE = "progress.pt"
 LOCK_FILE = ".lock"
@@ -36,10 +35,6 @@ LOCK_FILE = ".lock"
 # Settings that change where or how fast a run goes, or how it is logged, never what it computes.
 RUNTIME_KEYS = frozenset({"force", "cpu_threads", "device", "logger", "exp_name", "output_root",
                           "cache_dir", "run_subdir", "hydra"})
-
-
-class RunDirBusyError(RuntimeError):
-    """Another process is running the same configuration into the same run directory."""
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -20,12 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from equiv.errors import CheckpointError
+
 # Bump when the code of a pretraining stage changes what it produces.
 PRETRAIN_CODE_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A cached or given checkpoint cannot be read or does not fit the model."""
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

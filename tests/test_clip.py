@@ -16,7 +16,6 @@ from equiv.backbones.clip import (
     resolve_pretrained,
     text_classifier,
 )
-from equiv.config import MissingResourceError
 from equiv.data.clip_prompts import (
     CIFAR100_CLASSNAMES,
     CIFAR_TEMPLATES,
@@ -24,6 +23,7 @@ from equiv.data.clip_prompts import (
     prompts_for,
     prompts_hash,
 )
+from equiv.errors import MissingResourceError
 from equiv.experiments.clip import resources
 from equiv.experiments.clip.compat import AuthorsLambdaEquitune
 from equiv.experiments.clip.protocol import cache_view_features

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import equiv.experiments.dqn.protocol as protocol
-from equiv.config import ConfigError
+from equiv.errors import ConfigError
 from equiv.runner import execute, format_summary, validate
 from tests.helpers import compose_config
 

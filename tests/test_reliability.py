@@ -22,12 +22,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from equiv.checkpoints import PROGRESS_FILE, RunDirBusyError, run_dir_lock
-from equiv.config import ConfigError
-from equiv.pretraining import CheckpointError, save_atomic
+from equiv.checkpoints import PROGRESS_FILE, run_dir_lock
+from equiv.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirBusyError
+from equiv.pretraining import save_atomic
 from equiv.results import RESULTS_FILE, build_results
 from equiv.runner import execute
-from equiv.training import NonFiniteLossError
 from tests.helpers import ROOT, TINY, compose_config
 
 SECRET = "sk-" + secrets.token_hex(16)        # must never reach a file the project writes

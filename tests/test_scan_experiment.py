@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import equiv.experiments.scan.protocol as protocol
-from equiv.config import ConfigError
 from equiv.data.vocab import EOS, PAD, Vocab
+from equiv.errors import ConfigError
 from equiv.experiments.scan.data import encode, load, vocabularies
 from equiv.experiments.scan.views import (
     command_ids,

@@ -28,10 +28,10 @@ from torch import Tensor, nn
 from equiv.backbones import SmallCNN, SmallResNet
 from equiv.backbones.torchvision_cnn import TorchvisionCNN
 from equiv.checkpoints import PROGRESS_FILE, fingerprint, load_progress, progress_payload
-from equiv.config import ConfigError
 from equiv.data.cifar import cifar_root, load_cifar10_split, synthetic_split
 from equiv.data.digits import ImageSplit, load_digits_split
 from equiv.data.fashion_mnist import load_fashion_mnist_split
+from equiv.errors import ConfigError
 from equiv.experiment import Outcome, RunContext
 from equiv.experiments.image_classification import IMAGENET_BACKBONES, fetch_command
 from equiv.experiments.image_classification.resources import TORCHVISION_WEIGHTS, require_weights
