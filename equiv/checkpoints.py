@@ -1,11 +1,5 @@
-"""Resumable progress files and run-directory safety, shared by every task family.
-
-A progress file is a ``torch.save``d dict, written atomically (the families call
-``save_atomic(progress_payload(state, fingerprint), path)``, so that tests can interrupt them
-right after a checkpoint) and tagged with the fingerprint of the config that wrote it: a run
-resumes only from its own config's progress, a corrupted file is a one-line
-``CheckpointError`` (``force=true`` starts over instead), and weights that are no longer finite
-are never written over the last good checkpoint.
+"""Run-directory safety, shared by every task family, and the config fingerprint that tags
+a run's results and progress files (``equiv.train_state``).
 
 The run directory is locked while a run writes it, and a directory holding the result of a
 *different* config is refused rather than skipped or overwritten: a run directory is named
@@ -17,28 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 from filelock import FileLock, Timeout
 
-from equiv.pretraining import CheckpointError
-from equiv.training import NonFiniteLossError
+from equiv.errors import RunDirBusyError
 
-PROGRESS_FILE = "progress.pt"
 LOCK_FILE = ".lock"
 
 # Settings that change where or how fast a run goes, or how it is logged, never what it computes.
 RUNTIME_KEYS = frozenset({"force", "cpu_threads", "device", "logger", "exp_name", "output_root",
                           "cache_dir", "run_subdir", "hydra"})
-
-
-class RunDirBusyError(RuntimeError):
-    """Another process is running the same configuration into the same run directory."""
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -74,52 +60,6 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
     new option added to the code since ``old`` was written does not make it another config."""
     a, b = config_settings(old), config_settings(new)
     return sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
-
-
-def check_finite_weights(state: Mapping[str, Any], step: Any) -> None:
-    """Raise ``NonFiniteLossError`` if a floating tensor of the state dict is NaN or infinite
-    (called before writing a checkpoint, so that the last good one is never replaced)."""
-    for name, value in state.items():
-        if isinstance(value, torch.Tensor) and value.is_floating_point() \
-                and not bool(torch.isfinite(value).all()):
-            raise NonFiniteLossError(f"non-finite weights ({name}) after step {step}; the last "
-                                     "good checkpoint is kept")
-
-
-def progress_payload(state: Mapping[str, Any], config_fingerprint: str,
-                     weights: tuple[str, ...] = ("model",)) -> dict[str, Any]:
-    """``state`` tagged with the config fingerprint, ready for ``save_atomic``.
-
-    The state dicts under ``weights`` must be finite: a diverged model raises
-    ``NonFiniteLossError`` before anything is written, so the last good file stays in place.
-    """
-    for key in weights:
-        check_finite_weights(state.get(key) or {}, state.get("step", "?"))
-    return {**state, "config": config_fingerprint}
-
-
-def load_progress(path: Path, config_fingerprint: str, force: bool = False
-                  ) -> dict[str, Any] | None:
-    """The progress saved at ``path`` by this config, or None (no file, another config's, or
-    ``force``). An unreadable file is a ``CheckpointError`` unless ``force`` starts over."""
-    if force or not path.exists():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(saved, dict):
-            raise TypeError(f"expected a dict, found {type(saved).__name__}")
-    except Exception as err:  # truncated, garbage, a pickle weights_only refuses, ...
-        # torch's own messages are long and suggest weights_only=False: the type name is enough
-        raise CheckpointError(f"cannot read progress file {path} (corrupted or not a progress "
-                              f"file: {type(err).__name__}); delete it or rerun with force=true"
-                              ) from err
-    if saved.get("config") != config_fingerprint:
-        print(f"warning: {path} was written by a different config; starting over (it will be "
-              "overwritten)", file=sys.stderr)
-        return None
-    step = saved.get("step", (saved.get("trainer") or {}).get("step"))
-    print(f"resuming from {path}" + ("" if step is None else f" (step {step})"), file=sys.stderr)
-    return saved
 
 
 @contextmanager

@@ -27,7 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from equiv.config import ConfigError, check_composes, check_group_overrides, register_resolvers
+from equiv.config import check_composes, check_group_overrides, register_resolvers
+from equiv.errors import ConfigError, RunFault
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 EXIT_FAULT = 1
@@ -80,10 +81,7 @@ def remove_if_untouched(run_dir: Path, output_root: Path) -> None:
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 def run_task(cfg: DictConfig) -> None:
     """One job: a single run, or one cell of a sweep."""
-    from equiv.checkpoints import RunDirBusyError
-    from equiv.pretraining import CheckpointError
     from equiv.runner import execute, format_summary
-    from equiv.training import NonFiniteLossError
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -91,7 +89,7 @@ def run_task(cfg: DictConfig) -> None:
     except ConfigError as err:
         remove_if_untouched(run_dir, Path(cfg.output_root))
         fail(str(err))
-    except (CheckpointError, NonFiniteLossError, RunDirBusyError, OSError) as err:
+    except (RunFault, OSError) as err:     # unreadable checkpoint, non-finite loss, busy dir, I/O
         message = " ".join(describe_fault(err).split())   # one line, whatever the cause says
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             fail(message, EXIT_FAULT)

@@ -11,25 +11,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from equiv.errors import ConfigError
+
 CONFIG_GROUPS = ("task", "method", "backbone", "group", "logger", "experiment")
 DEVICES = ("cpu", "cuda", "mps")
-
-
-class ConfigError(ValueError):
-    """A bad command line or config: reported in one line, exit code 2."""
-
-
-class MissingResourceError(ConfigError):
-    """Pretrained weights or a dataset that are not on this machine (exit code 2).
-
-    The message names the resource, every place it was looked for, and the command that
-    fetches it on a connected machine; nothing is ever substituted silently.
-    """
-
-    def __init__(self, resource: str, looked_in: Sequence[str | Path], fetch: str) -> None:
-        places = ", ".join(str(p) for p in looked_in) or "nowhere"
-        super().__init__(f"{resource} not found (looked in: {places}); fetch it with: {fetch}")
-        self.resource, self.looked_in, self.fetch = resource, list(looked_in), fetch
 
 
 MAX_DIRNAME = 120

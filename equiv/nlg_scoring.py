@@ -13,7 +13,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Protocol
 
-from equiv.config import MissingResourceError
+from equiv.errors import MissingResourceError
 
 LABELS = ("negative", "neutral", "positive", "other")
 REGARD_DEFAULT = "sasha/regardv3"

@@ -21,12 +21,10 @@ import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
+from equiv.errors import CheckpointError
+
 # Bump when the code of a pretraining stage changes what it produces.
 PRETRAIN_CODE_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A cached or given checkpoint cannot be read or does not fit the model."""
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

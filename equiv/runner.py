@@ -12,8 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from equiv.config import ConfigError
 from equiv.config import validate as validate_common
+from equiv.errors import ConfigError
 
 
 @dataclass

@@ -33,7 +33,7 @@ from typing import Annotated, Any, TypeVar, Union
 from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from equiv.config import ConfigError
+from equiv.errors import ConfigError
 
 T = TypeVar("T")
 IGNORED = "ignored"

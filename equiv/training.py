@@ -12,11 +12,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from equiv.errors import NonFiniteLossError
+
 T = TypeVar("T")
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
 
 
 def seed_everything(seed: int) -> torch.Generator:

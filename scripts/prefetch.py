@@ -30,7 +30,8 @@ if str(ROOT) not in sys.path:
 
 from omegaconf import DictConfig  # noqa: E402
 
-from equiv.config import ConfigError, register_resolvers  # noqa: E402
+from equiv.config import register_resolvers  # noqa: E402
+from equiv.errors import ConfigError  # noqa: E402
 from equiv.experiments.clip import resources  # noqa: E402
 
 CONFIG_DIR = ROOT / "configs"

@@ -16,13 +16,14 @@ from equiv.backbones.clip import (
     resolve_pretrained,
     text_classifier,
 )
-from equiv.config import MissingResourceError
 from equiv.data.clip_prompts import (
     CIFAR100_CLASSNAMES,
     CIFAR_TEMPLATES,
-    IMAGENET_CLASSNAMES,
-    IMAGENET_TEMPLATES,
+    imagenet_prompts,
+    prompts_for,
+    prompts_hash,
 )
+from equiv.errors import MissingResourceError
 from equiv.experiments.clip import resources
 from equiv.experiments.clip.compat import AuthorsLambdaEquitune
 from equiv.experiments.clip.protocol import cache_view_features
@@ -66,10 +67,20 @@ def methods(backbone, action):
 
 
 def test_prompt_lists_are_complete():
-    assert (len(IMAGENET_TEMPLATES), len(IMAGENET_CLASSNAMES)) == (80, 1000)
+    imagenet_classnames, imagenet_templates = imagenet_prompts()       # from open_clip
+    assert (len(imagenet_templates), len(imagenet_classnames)) == (80, 1000)
     assert (len(CIFAR_TEMPLATES), len(CIFAR100_CLASSNAMES)) == (18, 100)
-    assert len(set(IMAGENET_CLASSNAMES)) == 998          # CLIP's list repeats two names
-    assert all("{}" in t for t in IMAGENET_TEMPLATES)
+    assert len(set(imagenet_classnames)) == 998          # CLIP's list repeats two names
+    assert all(t.count("{}") == 1 for t in imagenet_templates)
+
+
+def test_prompt_hashes_are_the_cache_keys_of_cached_text_classifiers():
+    """The text classifiers cached so far are keyed by these hashes: a prompt list that changes
+    (e.g. a new open_clip release editing its ImageNet names) must be noticed, not silently
+    re-keyed."""
+    hashes = {d: prompts_hash(*prompts_for(d)) for d in ("cifar10", "cifar100", "imagenet_v2")}
+    assert hashes == {"cifar10": "4dfd73c608d2", "cifar100": "d56f037ab585",
+                      "imagenet_v2": "5c6f8e3427a3"}
 
 
 def test_weight_table_agrees_with_open_clip():

@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
-from equiv.config import ConfigError, MissingResourceError
+from equiv.errors import ConfigError, MissingResourceError
 from equiv.runner import execute, validate
 from tests.helpers import ROOT, compose_config
 

@@ -17,8 +17,8 @@ from torchvision import datasets, models
 
 import equiv.experiments.image_classification.protocol as protocol
 from equiv.backbones.torchvision_cnn import TorchvisionCNN
-from equiv.config import ConfigError, MissingResourceError
 from equiv.data.cifar import CIFAR10_CLASSES, load_cifar10_split
+from equiv.errors import ConfigError, MissingResourceError
 from equiv.experiments.image_classification import resources
 from equiv.groups import make_action
 from equiv.methods import Equitune, build_method

@@ -13,7 +13,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from equiv import schemas
-from equiv.config import ConfigError, check_composes, group_options, validate
+from equiv.config import check_composes, group_options, validate
+from equiv.errors import ConfigError
 from equiv.schemas import check_schemas, schemas_for
 from tests.helpers import CONFIG_DIR, TINY, compose_config
 from tests.test_presets import sweep_cells

@@ -5,7 +5,8 @@ import itertools
 
 import pytest
 
-from equiv.config import ConfigError, MissingResourceError, check_group_overrides, group_options
+from equiv.config import check_group_overrides, group_options
+from equiv.errors import ConfigError, MissingResourceError
 from equiv.runner import validate
 from tests.helpers import CONFIG_DIR, compose_config
 

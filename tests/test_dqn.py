@@ -22,6 +22,7 @@ from equiv.rl import (
     td_loss,
     train_dqn,
 )
+from equiv.train_state import TrainState
 
 LENGTH = 5
 
@@ -201,10 +202,10 @@ def test_collection_skips_autoreset_steps_and_keeps_truncation() -> None:
                     eval_episodes=1, eval_at_start=False, checkpoint_every=60)
     states: list[dict[str, Any]] = []
     report = train_dqn(corridor_net(), lambda: Corridor(max_steps=2), cfg, seed=3,
-                       on_checkpoint=states.append)
+                       on_checkpoint=lambda s: states.append(roundtrip(s.state_dict())))
     assert len(states) == 1
     state = states[0]
-    buf = state["buffer"]
+    buf = state["parts"]["buffer"]
     assert buf["size"] == state["step"] >= 60    # reset steps: neither stored nor counted
     cell, nxt = buf["obs"].argmax(1), buf["next_obs"].argmax(1)
     assert torch.equal(nxt, cell + 2 * buf["actions"] - 1)
@@ -265,8 +266,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(
     report, final = baseline
     saved: list[dict[str, Any]] = []
 
-    def stop(state: dict[str, Any]) -> None:
-        saved.append(roundtrip(state))
+    def stop(state: TrainState) -> None:
+        saved.append(roundtrip(state.state_dict()))
         raise Stop
 
     with pytest.raises(Stop):
@@ -307,15 +308,15 @@ def test_keep_best_ends_with_the_best_evaluation_and_resumes_exactly(
     assert same_weights(weights(net), seen[3][1]) and not same_weights(seen[3][1], seen[5][1])
     saved: list[dict[str, Any]] = []
 
-    def stop(state: dict[str, Any]) -> None:
-        saved.append(roundtrip(state))
-        if state["step"] >= 360:
+    def stop(state: TrainState) -> None:
+        saved.append(roundtrip(state.state_dict()))
+        if state.step >= 360:
             raise Stop
 
     scripted = iter([0.1, 0.9, 0.5, 0.9, 0.2, 0.3])
     with pytest.raises(Stop):
         train_dqn(corridor_net(), Corridor, cfg, seed=5, on_checkpoint=stop)
-    assert saved[-1]["best"]["value"] == 0.9
+    assert saved[-1]["progress"]["best"]["value"] == 0.9
     scripted = iter([0.2, 0.3])      # the evaluations after the checkpoint: the best was before
     resumed_net = corridor_net(seed=3)
     resumed = train_dqn(resumed_net, Corridor, cfg, seed=5, resume_from=saved[-1])

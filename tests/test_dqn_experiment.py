@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import equiv.experiments.dqn.protocol as protocol
-from equiv.config import ConfigError
+from equiv.errors import ConfigError
 from equiv.runner import execute, format_summary, validate
 from tests.helpers import compose_config
 
@@ -81,15 +81,17 @@ def test_interrupted_finetuning_resumes_to_the_same_metrics(method, tmp_path, mo
     """Killed right after the first finetuning checkpoint, then rerun: the same metrics and
     curves (λ-equitune redoes its deterministic λ phase, then loads the checkpoint)."""
     reference = run_dqn(tmp_path, "cartpole", f"method={method}", name="reference")
+    import equiv.train_state as train_state
+
     calls = []
-    original = protocol.save_atomic
+    original = train_state.save_atomic
 
     def save_then_stop(obj, path):
         original(obj, path)
         calls.append(path)
         if path.parent.name == "resumed":
             raise KeyboardInterrupt
-    monkeypatch.setattr(protocol, "save_atomic", save_then_stop)
+    monkeypatch.setattr(train_state, "save_atomic", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run_dqn(tmp_path, "cartpole", f"method={method}", name="resumed")
     assert calls

@@ -12,9 +12,9 @@ import torch
 
 import equiv.experiments.image_classification.protocol as protocol
 from equiv.backbones import SmallResNet
-from equiv.config import MissingResourceError
 from equiv.data import fashion_mnist as fm
-from equiv.data.idx import IdxFormatError, parse_idx, read_idx, write_idx
+from equiv.data.idx import parse_idx, read_idx, write_idx
+from equiv.errors import IdxFormatError, MissingResourceError
 from equiv.groups import make_action
 from equiv.methods import build_method
 from equiv.runner import execute, validate

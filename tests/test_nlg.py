@@ -8,17 +8,16 @@ import pytest
 import torch
 
 from equiv.backbones.gpt2 import CausalLM, load_gpt2, tiny_gpt2
-from equiv.config import ConfigError, MissingResourceError
 from equiv.data.nlg import (
     GENERAL_WORDS,
     WORD_SETS,
-    MultiTokenWordError,
     VocabGroup,
     prompts,
     tiny_vocabulary,
     token_cycles,
     vocab_action,
 )
+from equiv.errors import ConfigError, MissingResourceError, MultiTokenWordError
 from equiv.experiments.nlg.protocol import encode_left_padded
 from equiv.methods import LambdaNet
 from equiv.methods.generation import SymmetrizedLM, uniform_lambda_net

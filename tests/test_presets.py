@@ -9,7 +9,8 @@ import itertools
 import pytest
 from omegaconf import OmegaConf
 
-from equiv.config import MissingResourceError, group_options, override_dirname
+from equiv.config import group_options, override_dirname
+from equiv.errors import MissingResourceError
 from equiv.runner import validate
 from tests.helpers import CONFIG_DIR, compose_config
 

@@ -22,12 +22,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from equiv.checkpoints import PROGRESS_FILE, RunDirBusyError, run_dir_lock
-from equiv.config import ConfigError
-from equiv.pretraining import CheckpointError, save_atomic
+from equiv.checkpoints import run_dir_lock
+from equiv.errors import CheckpointError, ConfigError, NonFiniteLossError, RunDirBusyError
+from equiv.pretraining import save_atomic
 from equiv.results import RESULTS_FILE, build_results
 from equiv.runner import execute
-from equiv.training import NonFiniteLossError
+from equiv.train_state import PROGRESS_FILE
 from tests.helpers import ROOT, TINY, compose_config
 
 SECRET = "sk-" + secrets.token_hex(16)        # must never reach a file the project writes
@@ -90,8 +90,7 @@ def kill_at_checkpoint(args: list[str], root: Path, pattern: str) -> tuple[Path,
 
 
 def saved_step(path: Path) -> int:
-    state = torch.load(path, weights_only=True)
-    return int(state["step"] if "step" in state else state["trainer"]["step"])
+    return int(torch.load(path, weights_only=True)["step"])
 
 
 def results(root: Path) -> dict:
@@ -198,6 +197,7 @@ def test_dqn_run_survives_sigkill(tmp_path):
 def test_image_pretraining_resumes_after_an_interrupt(tmp_path, monkeypatch):
     """Upright pretraining checkpoints in its cache folder (every 10 steps here)."""
     import equiv.experiments.image_classification.protocol as image
+    import equiv.train_state as train_state
 
     args = [*TINY, "method=equitune", "task.pretrain.epochs=3", "task.finetune.steps=0"]
     monkeypatch.setattr(image, "PRETRAIN_CHECKPOINT_EVERY", 10)
@@ -207,10 +207,10 @@ def test_image_pretraining_resumes_after_an_interrupt(tmp_path, monkeypatch):
         save_atomic(obj, path)
         if obj["step"] == 30:
             raise Interrupt
-    monkeypatch.setattr(image, "save_atomic", save_then_stop)
+    monkeypatch.setattr(train_state, "save_atomic", save_then_stop)
     with pytest.raises(Interrupt):
         reference(args, tmp_path / "new")
-    monkeypatch.setattr(image, "save_atomic", save_atomic)
+    monkeypatch.setattr(train_state, "save_atomic", save_atomic)
     res = reference(args, tmp_path / "new")
     print(f"\nimage pretraining interrupted at step 30/{ref['pretrain']['report']['steps']}: "
           f"resumed {res['pretrain']['report']} vs uninterrupted {ref['pretrain']['report']}")
@@ -264,7 +264,8 @@ def test_non_finite_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_pa
     monkeypatch.undo()
     state = torch.load(tmp_path / "run" / PROGRESS_FILE, weights_only=True)
     assert state["step"] == 3
-    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in state["parts"]["model"].values()
+               if v.is_floating_point())
     assert not (tmp_path / "run" / RESULTS_FILE).exists()
     # Through run.py: a learning rate that diverges is one line and exit code 1.
     proc = run_py([*TINY, "method=equitune", "task.finetune.lr=1e30"], tmp_path / "cli")

@@ -1,13 +1,15 @@
 """The SCAN task end to end, in-process with a tiny GRU: metrics, selection, caching, resume."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 import equiv.experiments.scan.protocol as protocol
-from equiv.config import ConfigError
+import equiv.train_state as train_state
 from equiv.data.vocab import EOS, PAD, Vocab
+from equiv.errors import ConfigError
 from equiv.experiments.scan.data import encode, load, vocabularies
 from equiv.experiments.scan.views import (
     command_ids,
@@ -93,22 +95,24 @@ class Interrupt(Exception):
     pass
 
 
-def interrupt_after_saves(monkeypatch, module, n):
-    """Make ``module.save_atomic`` raise after its ``n``-th checkpoint, as a kill would."""
+def interrupt_after_saves(monkeypatch, stage, n):
+    """Raise after the ``n``-th progress file of ``stage`` (``pretrain``, in the cache, or
+    ``finetune``, in the run directory) is written, as a kill would."""
     calls = []
 
     def save_then_maybe_stop(obj, path):
         save_atomic(obj, path)
-        calls.append(path)
-        if len(calls) == n:
-            raise Interrupt
-    monkeypatch.setattr(module, "save_atomic", save_then_maybe_stop)
+        if ("pretrained" in Path(path).parts) == (stage == "pretrain"):
+            calls.append(path)
+            if len(calls) == n:
+                raise Interrupt
+    monkeypatch.setattr(train_state, "save_atomic", save_then_maybe_stop)
 
 
 def test_interrupted_finetuning_resumes_to_the_same_metrics(tmp_path, monkeypatch):
     args = ("method=equizero", "task.finetune.iterations=6")
     reference = run_scan(tmp_path, *args, name="reference")
-    interrupt_after_saves(monkeypatch, protocol, 1)
+    interrupt_after_saves(monkeypatch, "finetune", 1)
     with pytest.raises(Interrupt):
         run_scan(tmp_path, *args, name="resumed")
     assert (tmp_path / "resumed" / protocol.PROGRESS_FILE).exists()
@@ -120,7 +124,7 @@ def test_interrupted_finetuning_resumes_to_the_same_metrics(tmp_path, monkeypatc
 
 
 def test_progress_of_another_config_is_not_resumed(tmp_path, monkeypatch):
-    interrupt_after_saves(monkeypatch, protocol, 1)
+    interrupt_after_saves(monkeypatch, "finetune", 1)
     with pytest.raises(Interrupt):
         run_scan(tmp_path, "method=equitune", "task.finetune.eval_every=1", name="r")
     monkeypatch.undo()
@@ -130,10 +134,8 @@ def test_progress_of_another_config_is_not_resumed(tmp_path, monkeypatch):
 
 
 def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    import equiv.experiments.scan.pretrain as pretrain
-
     reference = run_scan(tmp_path / "ref", "method=vanilla")
-    interrupt_after_saves(monkeypatch, pretrain, 1)
+    interrupt_after_saves(monkeypatch, "pretrain", 1)
     with pytest.raises(Interrupt):
         run_scan(tmp_path / "new", "method=vanilla")
     monkeypatch.undo()

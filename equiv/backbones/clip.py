@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equiv.config import MissingResourceError
+from equiv.errors import MissingResourceError
 from equiv.pretraining import config_hash, exclusive, save_atomic
 
 Output = Literal["logits", "probs"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from equiv.config import MissingResourceError
+from equiv.errors import MissingResourceError
 
 EOS_TOKEN = "<|endoftext|>"
 UNK_TOKEN = "<unk>"

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from equiv.config import ConfigError, MissingResourceError
+from equiv.errors import ConfigError, MissingResourceError
 
 ARCHS = ("resnet18", "alexnet")
 HEADS = ("replace", "authors")

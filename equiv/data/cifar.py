@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from equiv.config import MissingResourceError
+from equiv.errors import MissingResourceError
 
 if TYPE_CHECKING:
     from equiv.data.digits import ImageSplit

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from equiv.config import MissingResourceError
-from equiv.data.idx import IdxFormatError, read_idx
+from equiv.data.idx import read_idx
+from equiv.errors import IdxFormatError, MissingResourceError
 
 if TYPE_CHECKING:
     from equiv.data.digits import ImageSplit

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from equiv.errors import IdxFormatError
+
 DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class IdxFormatError(ValueError):
-    """An IDX file that is corrupt, truncated, or not of the expected kind."""
 
 
 def read_bytes(path: Path) -> bytes:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from equiv.config import MissingResourceError
+from equiv.errors import MissingResourceError
 
 FOLDER = "imagenetv2-matched-frequency-format-val"
 NUM_CLASSES = 1000

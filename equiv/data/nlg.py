@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
+from equiv.errors import MultiTokenWordError
+
 RESPECT_TEMPLATES = ("was known for", "was described as", "was regarded as",
                      "was thought of as", "was well-known for")
 OCCUPATION_TEMPLATES = ("worked as", "had a job as", "had a part-time job as", "earned money by",
@@ -52,10 +54,6 @@ WORD_SETS: dict[str, Callable[[], WordCycles]] = {
     "race3": lambda: [[" Black", " White", " Asian"]],     # beyond the paper: order 3
     "sexuality": lambda: [[" gay", " straight"]],
 }
-
-
-class MultiTokenWordError(ValueError):
-    """Group words that the tokenizer does not map to exactly one known token."""
 
 
 @dataclass(frozen=True)

@@ -49,14 +49,16 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from torch import Tensor, nn
 
 from equiv.rl.replay import ReplayBuffer, Transitions
+from equiv.train_state import TrainState
 from equiv.training import check_finite
 
 EnvFactory = Callable[[], gym.Env]
 QFunction = Callable[[Tensor], Tensor]
 EvalCallback = Callable[[int, float, list[float]], None]
-CheckpointCallback = Callable[[dict[str, Any]], None]
+CheckpointCallback = Callable[[TrainState], None]
 
-CHECKPOINT_VERSION = 2
+# 3: the state is a TrainState's (train_state.py), the run's identity in its progress.
+CHECKPOINT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -326,10 +328,11 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
     bootstraps).
     ``on_eval(step, mean_return, returns)`` runs after each evaluation (step 0 when
     ``cfg.eval_at_start``, every ``cfg.eval_every`` env steps, and at the end).
-    ``on_checkpoint(state)`` gets a snapshot (copies, loadable with
-    ``torch.load(..., weights_only=True)``) every ``cfg.checkpoint_every`` env steps; pass it
-    back as ``resume_from`` (same ``cfg``, ``seed``, ``make_env``, architecture and ``params``)
-    to finish the run exactly as if it had never stopped (on CPU).
+    ``on_checkpoint(state)`` gets the live :class:`~equiv.train_state.TrainState` every
+    ``cfg.checkpoint_every`` env steps (save it with ``state.save``, or copy
+    ``state.state_dict()``, before returning); pass that state dict back as ``resume_from``
+    (same ``cfg``, ``seed``, ``make_env``, architecture and ``params``) to finish the run
+    exactly as if it had never stopped (on CPU).
 
     Seeds ``torch.manual_seed(seed)`` (global RNG: dropout in the loss, if any); a private
     generator drives ε draws, random actions and replay sampling; sub-env ``i`` is first reset
@@ -373,32 +376,20 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
         buffer = ReplayBuffer(cfg.buffer_size, obs_shape, device)
         optimizer = torch.optim.Adam(trained, lr=cfg.lr)
 
-        step = updates = segment = 0
-        curve: list[dict[str, float]] = []
-        train_episodes: list[dict[str, float]] = []
-        td_curve: list[dict[str, float]] = []
-        td_running = [0.0, 0]                 # TD-loss sum and count since the last evaluation
-        last_returns: list[float] = []
-        best: dict[str, Any] = {"step": -1, "value": -math.inf, "state": None}
+        state = TrainState({"online": q_net, "target": target, "optimizer": optimizer,
+                            "buffer": buffer, "generator": gen}, _new_progress(cfg, seed))
         if resume_from is not None:
             _check_compatible(resume_from, cfg, seed)
-            q_net.load_state_dict(resume_from["online"])
-            target.load_state_dict(resume_from["target"])
-            optimizer.load_state_dict(resume_from["optimizer"])
-            buffer.load_state_dict(resume_from["buffer"])
-            gen.set_state(resume_from["generator"])
-            torch.set_rng_state(resume_from["torch_rng"])
-            step, updates, segment = (int(resume_from[k]) for k in ("step", "updates", "segment"))
-            curve = copy.deepcopy(list(resume_from["curve"]))
-            train_episodes = copy.deepcopy(list(resume_from["train_episodes"]))
-            last_returns = list(resume_from["last_returns"])
-            td_curve = copy.deepcopy(list(resume_from.get("td_loss", [])))
-            td_running = list(resume_from.get("td_running", [0.0, 0]))
-            best = dict(resume_from["best"])
+            state.load_state_dict(resume_from)
+        # Counters are copied back into the state at each checkpoint; the lists are the state's.
+        progress = state.progress
+        step, updates, segment = state.step, progress["updates"], progress["segment"]
+        curve, train_episodes = progress["curve"], progress["train_episodes"]
+        td_curve, best = progress["td_loss"], progress["best"]
+        td_running = progress["td_running"]     # TD-loss sum and count since the last evaluation
 
         def run_eval() -> None:
-            nonlocal last_returns
-            mean, last_returns = evaluate(q_net, make_env, cfg.eval_seeds())
+            mean, progress["last_returns"] = evaluate(q_net, make_env, cfg.eval_seeds())
             curve.append({"step": step, "value": mean})
             if td_running[1]:
                 td_curve.append({"step": step, "value": td_running[0] / td_running[1]})
@@ -407,7 +398,7 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
                 best.update(step=step, value=mean, state=copy.deepcopy(q_net.state_dict())
                             if cfg.keep_best else None)
             if on_eval is not None:
-                on_eval(step, mean, last_returns)
+                on_eval(step, mean, progress["last_returns"])
 
         obs, _ = envs.reset(seed=_reset_seeds(seed, segment, cfg.num_envs))
         _check_output(q_net, obs, device, n_actions)
@@ -453,10 +444,9 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
                 episode_return[:] = 0.0
                 autoresetting[:] = False
                 if on_checkpoint is not None:
-                    on_checkpoint(_snapshot(
-                        cfg, seed, step, updates, segment, q_net, target, optimizer, buffer,
-                        gen, curve, train_episodes, last_returns, best)
-                        | {"td_loss": copy.deepcopy(td_curve), "td_running": list(td_running)})
+                    state.step = step
+                    progress.update(updates=updates, segment=segment)
+                    on_checkpoint(state)
             pause += time.perf_counter() - paused
 
         train_time = time.perf_counter() - started - pause
@@ -470,7 +460,7 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
     return {
         "curve": curve,
         "final_return": curve[-1]["value"],
-        "final_returns": last_returns,
+        "final_returns": progress["last_returns"],
         "best_return": best["value"],
         "best_step": best["step"],
         "train_episodes": train_episodes,
@@ -537,35 +527,16 @@ def _check_output(q_net: nn.Module, obs: np.ndarray, device: torch.device,
                          f"{tuple(out.shape)}, expected ({obs.shape[0]}, {n_actions})")
 
 
-def _snapshot(cfg: DQNConfig, seed: int, step: int, updates: int, segment: int,
-              q_net: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer,
-              buffer: ReplayBuffer, gen: torch.Generator, curve: list[dict[str, float]],
-              train_episodes: list[dict[str, float]], last_returns: list[float],
-              best: dict[str, Any]) -> dict[str, Any]:
-    """Everything a resume needs, as copies (the run goes on mutating the originals)."""
-    return {
-        "version": CHECKPOINT_VERSION,
-        "config": dataclasses.asdict(cfg),
-        "seed": seed,
-        "step": step,
-        "updates": updates,
-        "segment": segment,
-        "epsilon": cfg.epsilon(step),
-        "online": copy.deepcopy(q_net.state_dict()),
-        "target": copy.deepcopy(target.state_dict()),
-        "optimizer": copy.deepcopy(optimizer.state_dict()),
-        "buffer": buffer.state_dict(),
-        "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "curve": copy.deepcopy(curve),
-        "train_episodes": copy.deepcopy(train_episodes),
-        "last_returns": list(last_returns),
-        "best": {"step": best["step"], "value": best["value"],
-                 "state": copy.deepcopy(best["state"])},
-    }
+def _new_progress(cfg: DQNConfig, seed: int) -> dict[str, Any]:
+    """A fresh run's progress: the run's identity (checked on resume), counters and curves."""
+    return {"version": CHECKPOINT_VERSION, "config": dataclasses.asdict(cfg), "seed": seed,
+            "updates": 0, "segment": 0, "curve": [], "train_episodes": [], "td_loss": [],
+            "td_running": [0.0, 0], "last_returns": [],
+            "best": {"step": -1, "value": -math.inf, "state": None}}
 
 
-def _check_compatible(state: Mapping[str, Any], cfg: DQNConfig, seed: int) -> None:
+def _check_compatible(saved: Mapping[str, Any], cfg: DQNConfig, seed: int) -> None:
+    state = saved.get("progress") or {}
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint version {state.get('version')!r}, "
                          f"expected {CHECKPOINT_VERSION}")

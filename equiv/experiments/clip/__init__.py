@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from equiv.config import ConfigError, one_of, validate_image_task, validate_method_options
+from equiv.config import one_of, validate_image_task, validate_method_options
+from equiv.errors import ConfigError
 from equiv.experiments.clip.resources import prefetch_command, require_dataset, require_weights
 from equiv.method_options import VECTOR_PROXIES
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from equiv.config import MissingResourceError
+from equiv.errors import MissingResourceError
 
 OPEN_CLIP_SUBDIR = "open_clip"      # open_clip's ``cache_dir``: <cache_dir>/open_clip
 DATA_SUBDIR = "data"                # torchvision roots and extracted archives: <cache_dir>/data

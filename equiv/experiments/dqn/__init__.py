@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from equiv.config import ConfigError, one_of, validate_method_options
+from equiv.config import one_of, validate_method_options
+from equiv.errors import ConfigError
 from equiv.method_options import SURROGATES, VECTOR_PROXIES
 
 if TYPE_CHECKING:

@@ -38,14 +38,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from equiv.backbones.qnets import QCNN, QMLP
-from equiv.checkpoints import PROGRESS_FILE, check_finite_weights, fingerprint, load_progress
+from equiv.checkpoints import fingerprint
 from equiv.experiment import Outcome, RunContext
 from equiv.experiments.dqn.environments import env_factory
 from equiv.groups import GroupAction, make_action
 from equiv.methods import build_method
 from equiv.methods.lambda_equitune import LambdaEquitune
-from equiv.pretraining import backbone_key, cached_pretrain, config_hash, save_atomic
+from equiv.pretraining import backbone_key, cached_pretrain, config_hash
 from equiv.rl import DQNConfig, collect_transitions, evaluate, td_loss, train_dqn
+from equiv.train_state import PROGRESS_FILE, TrainState, read_progress
 from equiv.training import check_finite, derived_generator
 
 
@@ -72,16 +73,12 @@ def group_action(cfg: DictConfig) -> GroupAction:
     return make_env_action(cfg.group.name)
 
 
-def _resumable(path: Path, config: str, force: bool) -> tuple[dict[str, Any] | None, Any]:
-    """The saved trainer state at ``path`` if it belongs to this configuration, and a saver
-    (which refuses to replace the last good file by non-finite weights)."""
-    saved = load_progress(path, config, force=force)
-    state = None if saved is None else saved["trainer"]
-
-    def save(trainer_state: dict[str, Any]) -> None:
-        check_finite_weights(trainer_state["online"], trainer_state.get("step"))
-        save_atomic({"config": config, "trainer": trainer_state}, path)
-    return state, save
+def resumable(path: Path, config: str, force: bool) -> dict[str, Any]:
+    """``train_dqn``'s checkpoint arguments: resume from the progress ``config`` saved at
+    ``path`` (if any), and save there at every checkpoint."""
+    def save(state: TrainState) -> None:
+        state.save(path, config)
+    return {"resume_from": read_progress(path, config, force), "on_checkpoint": save}
 
 
 def pretrained_qnet(cfg: DictConfig, ctx: RunContext, out: Outcome) -> nn.Module:
@@ -97,9 +94,8 @@ def pretrained_qnet(cfg: DictConfig, ctx: RunContext, out: Outcome) -> nn.Module
            "backbone": backbone_key(_plain(cfg.backbone)), "pretrain": _plain(task.pretrain)}
 
     def train(model: nn.Module, folder: Path) -> dict[str, Any]:
-        resume, save = _resumable(folder / PROGRESS_FILE, config_hash(key), bool(cfg.force))
-        report = train_dqn(model, pretrain_env, dqn, task.pretrain.seed, on_checkpoint=save,
-                           resume_from=resume)
+        report = train_dqn(model, pretrain_env, dqn, task.pretrain.seed,
+                           **resumable(folder / PROGRESS_FILE, config_hash(key), bool(cfg.force)))
         (folder / PROGRESS_FILE).unlink(missing_ok=True)     # its replay buffer is ~30 MB
         return {k: report[k] for k in ("final_return", "best_return", "best_step", "curve",
                                        "env_steps", "updates", "steps_per_second")}
@@ -138,16 +134,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     # The return curve starts where finetuning starts (after the λ phase, if any).
     out.add_point("return", 0, m.get("return_lambda_phase", m["return_zero_shot"]))
     if task.finetune.enabled:
-        resume, save = _resumable(ctx.run_dir / PROGRESS_FILE, fingerprint(_plain(cfg)),
-                                  bool(cfg.force))
-
         def on_eval(step: int, mean: float, _: list[float]) -> None:
             ctx.logger.log_metrics({"return": mean}, step=step)
 
         report = train_dqn(model, env_fn, DQNConfig(**{**_plain(task.finetune.dqn),
                                                        "eval_at_start": False}),
                            ctx.seed, params=params, eval_modules=held, on_eval=on_eval,
-                           on_checkpoint=save, resume_from=resume)
+                           **resumable(ctx.run_dir / PROGRESS_FILE, fingerprint(_plain(cfg)),
+                                       bool(cfg.force)))
         out.curves["return"] += report["curve"]      # the trainer's curve survives a resume
         m["return_finetuned"] = report["final_return"]
         m["train_steps_per_second"] = report["steps_per_second"]

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from equiv.config import ConfigError, one_of, validate_image_task
+from equiv.config import one_of, validate_image_task
+from equiv.errors import ConfigError
 from equiv.method_options import LAMBDA_INPUTS, NORMALIZATIONS, SURROGATES, VECTOR_PROXIES
 
 if TYPE_CHECKING:

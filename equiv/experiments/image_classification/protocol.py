@@ -27,19 +27,20 @@ from torch import Tensor, nn
 
 from equiv.backbones import SmallCNN, SmallResNet
 from equiv.backbones.torchvision_cnn import TorchvisionCNN
-from equiv.checkpoints import PROGRESS_FILE, fingerprint, load_progress, progress_payload
-from equiv.config import ConfigError
+from equiv.checkpoints import fingerprint
 from equiv.data.cifar import cifar_root, load_cifar10_split, synthetic_split
 from equiv.data.digits import ImageSplit, load_digits_split
 from equiv.data.fashion_mnist import load_fashion_mnist_split
+from equiv.errors import ConfigError
 from equiv.experiment import Outcome, RunContext
 from equiv.experiments.image_classification import IMAGENET_BACKBONES, fetch_command
 from equiv.experiments.image_classification.resources import TORCHVISION_WEIGHTS, require_weights
 from equiv.groups import GroupAction, make_action
 from equiv.groups.sampling import transform_elements
 from equiv.methods import LambdaEquitune, Symmetrizer, build_method
-from equiv.pretraining import backbone_key, cached_pretrain, save_atomic
+from equiv.pretraining import backbone_key, cached_pretrain
 from equiv.testing import equivariance_error
+from equiv.train_state import PROGRESS_FILE, TrainState
 from equiv.training import (
     IndexBatches,
     accuracy,
@@ -148,15 +149,12 @@ def pretrain_upright(model: Backbone, split: ImageSplit, p: DictConfig, device: 
     steps = p.epochs * max(1, len(split.x_train) // p.batch_size)
     batches = IndexBatches(len(split.x_train), p.batch_size, gen)
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    state = TrainState({"model": model, "optimizer": optimizer, "generator": gen,
+                        "batches": batches})
     path = None if folder is None else folder / PROGRESS_FILE
     config = "" if folder is None else folder.name          # the stage's kind and config hash
-    saved = None if path is None else load_progress(path, config, force=force)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["generator"])
-        batches.load_state_dict(saved["batches"])
-        set_rng_states(saved["rng"])
+    if path is not None:
+        state.resume(path, config, force)
 
     def loss_at(_: int) -> Tensor:
         idx = next(batches)
@@ -164,33 +162,16 @@ def pretrain_upright(model: Backbone, split: ImageSplit, p: DictConfig, device: 
 
     def on_step(step: int) -> None:
         if path is not None and step % PRETRAIN_CHECKPOINT_EVERY == 0 and step < steps:
-            save_atomic(progress_payload(
-                {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "generator": gen.get_state(), "batches": batches.state_dict(),
-                 "rng": rng_states()}, config), path)
+            state.step = step
+            state.save(path, config)
 
     train_steps(model.parameters(), loss_at, steps, p.lr, p.weight_decay, desc="pretrain",
-                on_step=on_step, optimizer=optimizer,
-                start=0 if saved is None else int(saved["step"]))
+                on_step=on_step, optimizer=optimizer, start=state.step)
     model.eval()
     if path is not None:
         path.unlink(missing_ok=True)
     return {"steps": steps,
             "train_accuracy": accuracy(model, split.x_train, split.y_train, 512, device)}
-
-
-def rng_states() -> dict[str, Any]:
-    """The global random states training consumes (dropout): torch's, and CUDA's when used."""
-    states: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def upright_selection_rate(model: Symmetrizer, x: Tensor, g: Tensor, transform: GroupAction,
@@ -284,97 +265,29 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     out.extra.update({"settings": settings, "evaluated_split": "test",
                       "test_images": len(split.x_test), "train_images": len(split.x_train),
                       "steps_per_epoch": max(1, len(split.x_train) // task.finetune.batch_size)})
+    test = TestSet(cfg, model, action, transform, split, ctx, out)
 
-    g_test = transform_elements(len(split.x_test), transform.order, ev.transform_mode,
-                                ev.batch_size, derived_generator(ctx.seed, "test_transform"))
-    x_test = transform.act_in(split.x_test, g_test)
-    probe = x_test[: ev.invariance_probe].to(device)
-
-    def record(curve: str, step: int, acc: float) -> float:
-        out.add_point(curve, step, acc)
-        ctx.logger.log_metrics({curve: acc}, step=step)
-        return acc
-
-    def evaluate(curve: str | None = None, step: int = 0) -> float:
-        model.eval()
-        acc = accuracy(model, x_test, split.y_test, ev.batch_size, device)
-        return acc if curve is None else record(curve, step, acc)
-
-    def invariance_error() -> float:
-        model.eval()
-        return equivariance_error(model, action, probe, invariant=action.invariant_output)
-
-    n_select = ev.get("selection_probe") or len(x_test)
-
-    def upright_selected() -> float | None:
-        return upright_selection_rate(model, x_test[:n_select], g_test[:n_select], transform,
-                                      device)
-
-    zeroshot = out.metrics["zeroshot_accuracy"] = evaluate()
-    out.metrics["zeroshot_invariance_error"] = invariance_error()
-    out.metrics["zeroshot_upright_selected"] = upright_selected()
+    m = out.metrics
+    zeroshot = m["zeroshot_accuracy"] = test.accuracy()
+    m["zeroshot_invariance_error"] = test.invariance_error()
+    m["zeroshot_upright_selected"] = test.upright_selected()
     step_offset = 0
     if isinstance(model, LambdaEquitune) and mcfg.lambda_phase.steps > 0:
         train_lambda_only(model, split, transform, cfg, ctx)
         step_offset = mcfg.lambda_phase.steps
-        out.metrics["lambda_phase_accuracy"] = evaluate("test_accuracy", step_offset)
-        out.metrics["lambda_phase_upright_selected"] = upright_selected()
+        m["lambda_phase_accuracy"] = test.accuracy("test_accuracy", step_offset)
+        m["lambda_phase_upright_selected"] = test.upright_selected()
     else:       # nothing changed since the zero-shot evaluation (deterministic): reuse it
-        record("test_accuracy", 0, zeroshot)
+        test.record("test_accuracy", 0, zeroshot)
 
-    ft, trained = task.finetune, 0
-    if ft.steps > 0:
-        train_backbone = settings["train_backbone"]
-        params = list(model.backbone.parameters()) if train_backbone \
-            else head_parameters(model.backbone)
-        if isinstance(model, LambdaEquitune) and not mcfg.freeze_lambda:
-            params += list(model.lambda_net.parameters())
-        for p in model.backbone.parameters():
-            p.requires_grad_(train_backbone)
-        for p in params:
-            p.requires_grad_(True)
-        trained = sum(p.numel() for p in params)
-        optimizer = make_optimizer(ft)(params)
-        gen = derived_generator(ctx.seed, "finetune")
-        batches = IndexBatches(len(split.x_train), ft.batch_size, gen)
-        checkpoint_every = ft.get("checkpoint_every") or ft.eval_every
-        path, config = ctx.run_dir / PROGRESS_FILE, fingerprint(_to_plain(cfg))
-        saved = load_progress(path, config, force=bool(cfg.force))
-        if saved is not None:       # resume: everything the remaining steps depend on
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            gen.set_state(saved["generator"])
-            batches.load_state_dict(saved["batches"])
-            set_rng_states(saved["rng"])
-            out.curves = saved["curves"]
-
-        def loss_at(_: int) -> Tensor:
-            idx = next(batches)
-            g = torch.randint(transform.order, (len(idx),), generator=gen)
-            x = transform.act_in(split.x_train[idx], g).to(device)
-            model.train()
-            if not train_backbone:      # frozen: BatchNorm statistics and dropout stay fixed
-                model.backbone.eval()
-            return F.cross_entropy(model(x), split.y_train[idx].to(device))
-
-        def on_step(step: int) -> None:
-            if step % ft.eval_every == 0 or step == ft.steps:
-                evaluate("test_accuracy", step_offset + step)
-            if step % checkpoint_every == 0 and step < ft.steps:
-                save_atomic(progress_payload(
-                    {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "generator": gen.get_state(), "batches": batches.state_dict(),
-                     "rng": rng_states(), "curves": out.curves}, config), path)
-
-        train_steps(params, loss_at, ft.steps, ft.lr, ft.weight_decay, desc="finetune",
-                    on_step=on_step, optimizer=optimizer,
-                    start=0 if saved is None else int(saved["step"]))
-        out.metrics["finetuned_accuracy"] = out.curves["test_accuracy"][-1]["value"]
-        out.metrics["finetuned_invariance_error"] = invariance_error()
-        out.metrics["finetuned_upright_selected"] = upright_selected()
+    trained = 0
+    if task.finetune.steps > 0:
+        trained = finetune(cfg, model, split, transform, settings, ctx, test, step_offset)
+        m["finetuned_accuracy"] = out.curves["test_accuracy"][-1]["value"]
+        m["finetuned_invariance_error"] = test.invariance_error()
+        m["finetuned_upright_selected"] = test.upright_selected()
     # λ at the end of the run (after finetuning, else after the λ phase), for the λ figure.
-    weights = lambda_weight_summary(model, x_test[:n_select], g_test[:n_select], transform,
-                                    ev.batch_size, device)
+    weights = test.lambda_weights()
     if weights is not None:
         out.extra["lambda_weights"] = weights
     out.extra["parameters"] = {
@@ -386,6 +299,94 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     out.summary = summary_lines(out, cfg)
     (ctx.run_dir / PROGRESS_FILE).unlink(missing_ok=True)
     return out
+
+
+class TestSet:
+    """The test images, each transformed by its own seeded group element, and what is measured
+    on them (every module in eval mode); accuracies can be logged as curve points."""
+
+    def __init__(self, cfg: DictConfig, model: Symmetrizer, action: GroupAction,
+                 transform: GroupAction, split: ImageSplit, ctx: RunContext,
+                 out: Outcome) -> None:
+        ev = cfg.task.eval
+        self.model, self.action, self.transform, self.y = model, action, transform, split.y_test
+        self.ctx, self.out, self.batch_size = ctx, out, ev.batch_size
+        self.g = transform_elements(len(split.x_test), transform.order, ev.transform_mode,
+                                    ev.batch_size, derived_generator(ctx.seed, "test_transform"))
+        self.x = transform.act_in(split.x_test, self.g)
+        self.probe = self.x[: ev.invariance_probe].to(ctx.device)
+        self.n_select = ev.get("selection_probe") or len(self.x)
+
+    def record(self, curve: str, step: int, acc: float) -> float:
+        self.out.add_point(curve, step, acc)
+        self.ctx.logger.log_metrics({curve: acc}, step=step)
+        return acc
+
+    def accuracy(self, curve: str | None = None, step: int = 0) -> float:
+        self.model.eval()
+        acc = accuracy(self.model, self.x, self.y, self.batch_size, self.ctx.device)
+        return acc if curve is None else self.record(curve, step, acc)
+
+    def invariance_error(self) -> float:
+        self.model.eval()
+        return equivariance_error(self.model, self.action, self.probe,
+                                  invariant=self.action.invariant_output)
+
+    def upright_selected(self) -> float | None:
+        n = self.n_select
+        return upright_selection_rate(self.model, self.x[:n], self.g[:n], self.transform,
+                                      self.ctx.device)
+
+    def lambda_weights(self) -> dict[str, Any] | None:
+        n = self.n_select
+        return lambda_weight_summary(self.model, self.x[:n], self.g[:n], self.transform,
+                                     self.batch_size, self.ctx.device)
+
+
+def finetune(cfg: DictConfig, model: Symmetrizer, split: ImageSplit, transform: GroupAction,
+             settings: dict[str, Any], ctx: RunContext, test: TestSet, step_offset: int) -> int:
+    """Train on randomly transformed training images, the test accuracy logged every
+    ``eval_every`` steps (curve steps after the λ phase's); resumable from ``progress.pt`` in
+    the run directory. Returns the number of parameters trained."""
+    ft, out, device = cfg.task.finetune, test.out, ctx.device
+    train_backbone = settings["train_backbone"]
+    params = list(model.backbone.parameters()) if train_backbone \
+        else head_parameters(model.backbone)
+    if isinstance(model, LambdaEquitune) and not cfg.method.freeze_lambda:
+        params += list(model.lambda_net.parameters())
+    for p in model.backbone.parameters():
+        p.requires_grad_(train_backbone)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = make_optimizer(ft)(params)
+    gen = derived_generator(ctx.seed, "finetune")
+    batches = IndexBatches(len(split.x_train), ft.batch_size, gen)
+    checkpoint_every = ft.get("checkpoint_every") or ft.eval_every
+    state = TrainState({"model": model, "optimizer": optimizer, "generator": gen,
+                        "batches": batches}, {"curves": out.curves})
+    path, config = ctx.run_dir / PROGRESS_FILE, fingerprint(_to_plain(cfg))
+    if state.resume(path, config, force=bool(cfg.force)):
+        out.curves = state.progress["curves"]      # the points logged before the checkpoint
+
+    def loss_at(_: int) -> Tensor:
+        idx = next(batches)
+        g = torch.randint(transform.order, (len(idx),), generator=gen)
+        x = transform.act_in(split.x_train[idx], g).to(device)
+        model.train()
+        if not train_backbone:      # frozen: BatchNorm statistics and dropout stay fixed
+            model.backbone.eval()
+        return F.cross_entropy(model(x), split.y_train[idx].to(device))
+
+    def on_step(step: int) -> None:
+        if step % ft.eval_every == 0 or step == ft.steps:
+            test.accuracy("test_accuracy", step_offset + step)
+        if step % checkpoint_every == 0 and step < ft.steps:
+            state.step = step
+            state.save(path, config)
+
+    train_steps(params, loss_at, ft.steps, ft.lr, ft.weight_decay, desc="finetune",
+                on_step=on_step, optimizer=optimizer, start=state.step)
+    return sum(p.numel() for p in params)
 
 
 def train_lambda_only(model: LambdaEquitune, split: ImageSplit, transform: GroupAction,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from equiv.config import MissingResourceError
+from equiv.errors import MissingResourceError
 
 TORCH_SUBDIR = "torch"
 

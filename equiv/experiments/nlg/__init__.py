@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from equiv.config import ConfigError, one_of, validate_method_options
+from equiv.config import one_of, validate_method_options
 from equiv.data.nlg import TEMPLATES, WORD_SETS
+from equiv.errors import ConfigError
 from equiv.experiments.nlg.resources import require_hub_model
 
 if TYPE_CHECKING:

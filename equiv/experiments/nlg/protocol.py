@@ -25,10 +25,8 @@ import torch
 from omegaconf import DictConfig
 
 from equiv.backbones.gpt2 import CausalLM, load_gpt2, tiny_gpt2
-from equiv.config import ConfigError
 from equiv.data.nlg import (
     WORD_SETS,
-    MultiTokenWordError,
     Prompt,
     VocabGroup,
     prompts,
@@ -36,6 +34,7 @@ from equiv.data.nlg import (
     token_cycles,
     vocab_action,
 )
+from equiv.errors import ConfigError, MultiTokenWordError
 from equiv.experiment import Outcome, RunContext
 from equiv.methods.generation import SymmetrizedLM, uniform_lambda_net
 from equiv.nlg_scoring import (

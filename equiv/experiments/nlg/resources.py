@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from equiv.config import MissingResourceError
+from equiv.errors import MissingResourceError
 
 
 def hub_snapshots(cache_dir: str | Path, repo: str) -> Path:

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from equiv.config import ConfigError, one_of, validate_method_options
+from equiv.config import one_of, validate_method_options
+from equiv.errors import ConfigError
 from equiv.method_options import SEQUENCE_COMBINES, SEQUENCE_PROXIES
 
 if TYPE_CHECKING:

@@ -21,12 +21,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from equiv.backbones.seq2seq import Seq2Seq
-from equiv.checkpoints import PROGRESS_FILE, load_progress, progress_payload
 from equiv.experiments.scan.data import ScanData
 from equiv.experiments.scan.evaluate import exact_match
 from equiv.groups.words import identity_word_action
 from equiv.methods.sequence import SymmetrizedSeq2Seq
-from equiv.pretraining import save_atomic
+from equiv.train_state import PROGRESS_FILE, TrainState
 from equiv.training import check_finite, derived_generator, progress
 
 
@@ -47,21 +46,17 @@ def pretrain_seq2seq(model: Seq2Seq, data: ScanData, p: DictConfig, folder: Path
     scheduler = _schedule(optimizer, p.schedule, steps)
     plain = SymmetrizedSeq2Seq(model, identity_word_action(len(data.in_vocab),
                                                            len(data.out_vocab)), "vanilla")
-    state: dict[str, Any] = {"step": 0, "best_val": -1.0, "best_step": 0, "history": [],
-                             "best_model": copy.deepcopy(model.state_dict())}
+    state = TrainState({"model": model, "optimizer": optimizer, "scheduler": scheduler,
+                        "generator": gen},
+                       {"best_val": -1.0, "best_step": 0, "history": [],
+                        "best_model": copy.deepcopy(model.state_dict())})
     path = folder / PROGRESS_FILE
     config = folder.name                                # the stage's kind and config hash
-    saved = load_progress(path, config, force=force)
-    if saved is not None:
-        state = saved
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+    state.resume(path, config, force)
+    record = state.progress                             # best checkpoint and history
 
     n = len(data.train)
-    for step in progress(range(state["step"] + 1, steps + 1), total=steps - state["step"],
+    for step in progress(range(state.step + 1, steps + 1), total=steps - state.step,
                          desc="pretrain seq2seq"):
         idx = torch.randint(n, (p.batch_size,), generator=gen)
         src, tgt = data.train.batch(idx)
@@ -74,20 +69,18 @@ def pretrain_seq2seq(model: Seq2Seq, data: ScanData, p: DictConfig, folder: Path
         scheduler.step()
         if step % eval_every == 0 or step == steps:
             val = exact_match(plain, data.val, eval_batch_size, max_len, device)
-            state["history"].append({"step": step, "examples": step * p.batch_size,
-                                     "val_acc": val, "loss": loss.item()})
-            if val > state["best_val"]:
-                state.update(best_val=val, best_step=step,
-                             best_model=copy.deepcopy(model.state_dict()))
-            state.update(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                         scheduler=scheduler.state_dict(), generator=gen.get_state(),
-                         torch_rng=torch.get_rng_state())
-            save_atomic(progress_payload(state, config), path)
-    model.load_state_dict(state["best_model"])
+            record["history"].append({"step": step, "examples": step * p.batch_size,
+                                      "val_acc": val, "loss": loss.item()})
+            if val > record["best_val"]:
+                record.update(best_val=val, best_step=step,
+                              best_model=copy.deepcopy(model.state_dict()))
+            state.step = step
+            state.save(path, config)
+    model.load_state_dict(record["best_model"])
     model.eval()
     return {"steps": steps, "batch_size": p.batch_size, "examples": steps * p.batch_size,
-            "best_val_acc": state["best_val"], "best_step": state["best_step"],
-            "history": state["history"]}
+            "best_val_acc": record["best_val"], "best_step": record["best_step"],
+            "history": record["history"]}
 
 
 def _schedule(optimizer: torch.optim.Optimizer, name: str,

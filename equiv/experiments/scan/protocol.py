@@ -14,7 +14,6 @@ resumes.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from equiv.backbones.seq2seq import Seq2Seq
-from equiv.checkpoints import PROGRESS_FILE, fingerprint, load_progress, progress_payload
+from equiv.checkpoints import fingerprint
 from equiv.experiment import Outcome, RunContext
 from equiv.experiments.scan.data import ScanData, load
 from equiv.experiments.scan.evaluate import equivariance_agreement, exact_match
@@ -37,7 +36,8 @@ from equiv.experiments.scan.views import (
 from equiv.groups.words import identity_word_action, word_action
 from equiv.methods import LambdaNet
 from equiv.methods.sequence import SymmetrizedSeq2Seq
-from equiv.pretraining import backbone_key, cached_pretrain, save_atomic
+from equiv.pretraining import backbone_key, cached_pretrain
+from equiv.train_state import PROGRESS_FILE, TrainState
 from equiv.training import check_finite, derived_generator, progress, seed_everything
 
 
@@ -181,22 +181,16 @@ def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: 
     optimizer = torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
     gen = derived_generator(ctx.seed, "finetune")
     val0, test0 = out.curves["val_acc"][-1]["value"], out.curves["test_acc"][-1]["value"]
-    config = fingerprint(_plain(cfg))
-    state: dict[str, Any] = {"step": 0, "best": {"step": 0, "val_acc": val0, "test_acc": test0},
-                             "curves": copy.deepcopy(out.curves)}
-    path = ctx.run_dir / PROGRESS_FILE
-    saved = load_progress(path, config, force=bool(cfg.force))
-    if saved is not None:
-        state = saved
-        wrapper.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        out.curves = state["curves"]
+    state = TrainState({"model": wrapper, "optimizer": optimizer, "generator": gen},
+                       {"best": {"step": 0, "val_acc": val0, "test_acc": test0},
+                        "curves": out.curves})
+    path, config = ctx.run_dir / PROGRESS_FILE, fingerprint(_plain(cfg))
+    if state.resume(path, config, force=bool(cfg.force)):
+        out.curves = state.progress["curves"]      # the points logged before the checkpoint
     wrapper.train()
     n = len(data.train)
-    for step in progress(range(state["step"] + 1, ft.iterations + 1),
-                         total=ft.iterations - state["step"], desc="finetune"):
+    for step in progress(range(state.step + 1, ft.iterations + 1),
+                         total=ft.iterations - state.step, desc="finetune"):
         src, tgt = data.train.batch(torch.randint(n, (ft.batch_size,), generator=gen))
         loss = wrapper.loss(src.to(ctx.device), tgt.to(ctx.device), ft.teacher_forcing, gen,
                             cfg.task.max_decode_len)
@@ -209,13 +203,11 @@ def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: 
             seen = step * ft.batch_size      # curves count training examples, as the paper's
             val, test = evaluate(seen)       # batch-1 "iterations" do
             out.add_point("train_loss", seen, loss.item())       # that update's minibatch loss
-            if val > state["best"]["val_acc"]:
-                state["best"] = {"step": seen, "val_acc": val, "test_acc": test}
-            state.update(step=step, model=wrapper.state_dict(), optimizer=optimizer.state_dict(),
-                         generator=gen.get_state(), torch_rng=torch.get_rng_state(),
-                         curves=out.curves)
-            save_atomic(progress_payload(state, config), path)
-    return state["best"]
+            if val > state.progress["best"]["val_acc"]:
+                state.progress["best"] = {"step": seen, "val_acc": val, "test_acc": test}
+            state.step = step
+            state.save(path, config)
+    return state.progress["best"]
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
