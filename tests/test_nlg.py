@@ -21,7 +21,12 @@ from equiv.data.nlg import (
 )
 from equiv.experiments.nlg.protocol import encode_left_padded
 from equiv.methods import LambdaNet
-from equiv.methods.generation import SymmetrizedLM, uniform_lambda_net
+from equiv.methods.generation import (
+    EquituneLM,
+    SymmetrizedLM,
+    build_lm_wrapper,
+    uniform_lambda_net,
+)
 from equiv.runner import execute
 from tests.helpers import compose_config
 
@@ -42,8 +47,9 @@ def wrap(lm: CausalLM, word_set: str, method: str = "equitune", relaxed: bool = 
     group = token_cycles(WORD_SETS[word_set](), lm.encode_word, lm.tokenizer.unk_token_id)
     if method == "vanilla":
         group = VocabGroup([], [], [], group.general_ids)
-    return SymmetrizedLM(lm, vocab_action(group, lm.vocab_size, word_set), method,
-                         relaxed=relaxed, general_ids=group.general_ids, lambda_net=lambda_net)
+    return build_lm_wrapper(lm, vocab_action(group, lm.vocab_size, word_set), method,
+                            relaxed=relaxed, general_ids=group.general_ids,
+                            lambda_net=lambda_net)
 
 
 def batch(lm: CausalLM, word_set: str, template: str = "was known for"):
@@ -80,7 +86,7 @@ def test_mapping_views_back_by_g_instead_of_its_inverse_breaks_order_3(lm, word_
         return act.rep_out.apply(y, act.stacked_elements(y.shape[0] // act.order, y.device))
 
     act.act_out_inverse_all = forward_g
-    model = SymmetrizedLM(lm, act, "equitune")
+    model = EquituneLM(lm, act)
     ids, mask = batch(lm, word_set)
     p = model.next_token_logprobs(ids[:1], mask[:1])
     errors = [(model.next_token_logprobs(act.act_in(ids[:1], g), mask[:1])
@@ -205,6 +211,22 @@ def test_equizero_picks_by_its_proxy_and_maps_back_by_the_inverse(lm):
     # Mapping back matters: a continuation mentioning " White" in view g=1 reads " Black".
     black, white = lm.encode_word(" Black")[0], lm.encode_word(" White")[0]
     assert act.act_in(torch.tensor([[white]]), act.inverse(1)).item() == black
+
+
+def test_each_generic_method_class_has_its_generation_variant(lm):
+    from equiv.methods import Equitune, Equizero, LambdaEquitune, Vanilla
+    from equiv.methods.generation import EquizeroLM, LambdaEquituneLM, VanillaLM, lm_variant
+
+    variants = [VanillaLM, EquituneLM, LambdaEquituneLM, EquizeroLM]
+    assert [lm_variant(c) for c in (Vanilla, Equitune, LambdaEquitune, Equizero)] == variants
+    assert [lm_variant(v.name) for v in variants] == variants
+    with pytest.raises(ValueError, match=r"'Linear'; supported: Vanilla, Equitune, "
+                                         r"LambdaEquitune, Equizero$"):
+        lm_variant(torch.nn.Linear)
+    with pytest.raises(ValueError, match="lambda_equitune needs a lambda_net"):
+        wrap(lm, "race", "lambda_equitune")
+    with pytest.raises(ValueError, match="equizero generation needs a scorer"):
+        wrap(lm, "race", "equizero").generate(*batch(lm, "race"))
 
 
 def test_words_that_are_not_one_token_are_rejected(lm):
