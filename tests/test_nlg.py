@@ -2,6 +2,7 @@
 transforms of next-token distributions, the relaxed general words, cached batched decoding,
 equizero's choice, word checks, and the whole task through the in-process runner."""
 
+import copy
 import json
 
 import pytest
@@ -40,6 +41,22 @@ def lm() -> CausalLM:
     texts = [p.text for d in DEMOGRAPHICS.values() for p in prompts(d, "respect")]
     words = [c for name in ("race3", "gender") for c in WORD_SETS[name]()]
     return tiny_gpt2(tiny_vocabulary(texts, words), seed=0)
+
+
+@pytest.fixture(scope="module")
+def talkative_lm(lm: CausalLM) -> CausalLM:
+    """``lm`` with its race words made likely (about a third of sampled tokens): continuations
+    that mention them read differently mapped back by ``g`` or by ``g⁻¹`` under the 3-cycle, so
+    the checks below are not vacuous (``lm`` itself samples them about once in fifty)."""
+    talk = copy.deepcopy(lm)
+    race = token_cycles(WORD_SETS["race3"](), lm.encode_word, lm.tokenizer.unk_token_id)
+    head = talk.model.lm_head
+    talk.model.lm_head = torch.nn.Linear(head.in_features, head.out_features)
+    with torch.no_grad():
+        talk.model.lm_head.weight.copy_(head.weight)
+        talk.model.lm_head.bias.zero_()
+        talk.model.lm_head.bias[[i for c in race.cycles for i in c]] = 2.0
+    return talk
 
 
 def wrap(lm: CausalLM, word_set: str, method: str = "equitune", relaxed: bool = False,
@@ -141,9 +158,30 @@ def test_cached_batched_decoding_equals_full_prefix_recomputation(lm, method):
     assert torch.equal(runs[0].tokens, runs[1].tokens)
 
 
-def test_relaxed_equizero_general_words_come_from_each_views_own_text(lm):
+@pytest.mark.parametrize("method", ["equitune", "lambda_equitune"])
+def test_sampled_continuations_are_equivariant_under_the_3_cycle(talkative_lm, method):
+    """Top-k sampling from the same random state: the continuations of ``g·x`` are ``g`` applied
+    to those of ``x``, token by token (a view fed ``g⁻¹·y`` instead of ``g·y`` breaks this)."""
+    lm = talkative_lm
+    torch.manual_seed(1)
+    net = LambdaNet(lm.model.config.n_embd, hidden=16, dropout=0.0).eval()   # non-uniform λ
+    model = wrap(lm, "race3", method, lambda_net=net)
+    act = model.action
+    ids, mask = batch(lm, "race3")
+
+    def continue_(x):
+        return model.generate(x, mask, stop_ids=[-1], generator=torch.Generator().manual_seed(0))
+
+    out = continue_(ids).tokens
+    assert (act.act_in(out, 1) != out).float().mean() > 0.2      # group words are sampled
+    for g in act.elements:
+        assert torch.equal(continue_(act.act_in(ids, g)).tokens, act.act_in(out, g))
+
+
+def test_relaxed_equizero_general_words_come_from_each_views_own_text(talkative_lm):
     """R-EquizeroGPT2: view ``g`` (text ``(g·x, y^g)``) takes he/she/his/her/him from the
     plain model on its untransformed text ``(x, g⁻¹·y^g)``, at every step, with the cache."""
+    lm = talkative_lm
     model = wrap(lm, "race3", "equizero", relaxed=True)
     plain = wrap(lm, "race3", "vanilla")
     act, general = model.action, model.general_ids
@@ -163,6 +201,7 @@ def test_relaxed_equizero_general_words_come_from_each_views_own_text(lm):
     model.generate(ids, mask, max_new_tokens=5, generator=torch.Generator().manual_seed(3),
                    stop_ids=[-1], scorer=scorer)
     tokens, elements = captured["tokens"], act.stacked_elements(3, ids.device)
+    assert (act.act_in(tokens, 1) != tokens).float().mean() > 0.2  # the views say group words
     views = act.act_in_all(ids)
     diverged = 0.0
     for t, logp in enumerate(recorded):
@@ -189,7 +228,8 @@ def test_untrained_lambda_equitune_generates_exactly_as_equitune(lm):
     assert torch.equal(runs[0].tokens, runs[1].tokens)
 
 
-def test_equizero_picks_by_its_proxy_and_maps_back_by_the_inverse(lm):
+def test_equizero_picks_by_its_proxy_and_maps_back_by_the_inverse(talkative_lm):
+    lm = talkative_lm
     model = wrap(lm, "race3", "equizero")
     ids, mask = batch(lm, "race3")
     views = {}
@@ -205,6 +245,7 @@ def test_equizero_picks_by_its_proxy_and_maps_back_by_the_inverse(lm):
     assert out.chosen.tolist() == target.tolist()
     per_view = views["tokens"].view(3, 3, -1)
     act = model.action
+    assert not torch.equal(act.act_in(per_view[1, :1], 1), act.act_in(per_view[1, :1], 2))
     for b, g in enumerate(target.tolist()):
         expected = act.act_in(per_view[g, b:b + 1], act.inverse(g))
         assert torch.equal(out.tokens[b:b + 1], expected)
