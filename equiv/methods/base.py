@@ -69,16 +69,13 @@ def method_variant(variants: Mapping[type[Symmetrizer], type[V]], method: str | 
     """The class of a model ``family`` (seq2seq decoding, text generation) that implements
     ``method``: a generic method class (what a config's ``_target_`` names) or the variant's
     config ``name`` (``lambda_equitune``)."""
-    if isinstance(method, str):
-        found = next((v for v in variants.values() if getattr(v, "name", None) == method), None)
-        supported = ", ".join(getattr(v, "name", v.__name__) for v in variants.values())
-    else:
-        found = variants.get(method)
-        supported = ", ".join(m.__name__ for m in variants)
-    if found is None:
+    named = isinstance(method, str)
+    by_key = {getattr(v, "name", None): v for v in variants.values()} if named else variants
+    if method not in by_key:
+        supported = ", ".join(by_key if named else (m.__name__ for m in variants))
         raise ValueError(f"no {family} variant of method {getattr(method, '__name__', method)!r};"
                          f" supported: {supported}")
-    return found
+    return by_key[method]
 
 
 def build_variant(variants: Mapping[type[Symmetrizer], type[V]], method: str | type,

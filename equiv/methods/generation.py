@@ -1,21 +1,8 @@
 """Symmetrized text generation with a causal LM over a group permuting vocabulary words.
 
 All ``|G|·B`` views ``g·x`` of a left-padded batch of contexts decode together in one batch,
-with the KV cache. At every step, with ``logp_g = log p(· | g·x, g·y_<t)``:
-
-* ``equitune`` (EquiGPT2): ``p_t = (1/|G|) Σ_g g⁻¹·p_g``; ``y_t ~ p_t``; view ``g`` is fed
-  ``g·y_t``.
-* ``lambda_equitune``: weights ``λ(h_g)`` from each view's last hidden state, normalised over
-  the group, instead of ``1/|G|``. Nothing here trains λ; the NLG protocol uses
-  ``uniform_lambda_net`` (zero last layer), so there it generates exactly as equitune. λ's
-  dropout draws one mask per context, shared by its views, so λ-equitune stays equivariant with
-  λ in training mode; GPT-2's own dropout (Hugging Face modules, attention dropout inside the
-  fused kernel) is per row, so the LM itself must be in eval mode for that (as it always is
-  here: nothing trains it).
-* ``equizero``: every view samples on its own; at the end a scorer (higher = better, e.g.
-  regard or VADER) scores each view's continuation, and the best one, ``y_{g*}``, is mapped back
-  as ``g*⁻¹·y_{g*}``.
-* ``vanilla`` is the LM as it is.
+with the KV cache. One class per method: :class:`VanillaLM` (the LM as it is),
+:class:`EquituneLM` (EquiGPT2), :class:`LambdaEquituneLM`, :class:`EquizeroLM`.
 
 ``relaxed`` (R-EquiGPT2, R-EquizeroGPT2) gives the "general" words (he, she, his, her, him)
 the probability of the untransformed text instead of the group combination, then renormalises.
@@ -196,7 +183,8 @@ class VanillaLM(SymmetrizedLM):
 
 
 class EquituneLM(SymmetrizedLM):
-    """EquiGPT2: samples from the views' average distribution, ``(1/|G|) Σ_g g⁻¹·p_g``."""
+    """EquiGPT2: with ``logp_g = log p(· | g·x, g·y_<t)``, ``p_t = (1/|G|) Σ_g g⁻¹·p_g``;
+    ``y_t ~ p_t``; view ``g`` is fed ``g·y_t``."""
 
     name = "equitune"
 
@@ -246,7 +234,14 @@ class EquituneLM(SymmetrizedLM):
 
 class LambdaEquituneLM(EquituneLM):
     """Equitune with weights ``λ(h_g)`` from each view's last hidden state, normalised over the
-    group; λ's dropout draws one mask per context, shared by its views."""
+    group, instead of ``1/|G|``.
+
+    Nothing here trains λ; the NLG protocol uses ``uniform_lambda_net`` (zero last layer), so
+    there it generates exactly as equitune. λ's dropout draws one mask per context, shared by its
+    views, so λ-equitune stays equivariant with λ in training mode; GPT-2's own dropout (Hugging
+    Face modules, attention dropout inside the fused kernel) is per row, so the LM itself must be
+    in eval mode for that (as it always is here: nothing trains it).
+    """
 
     name = "lambda_equitune"
 
@@ -266,8 +261,9 @@ class LambdaEquituneLM(EquituneLM):
 
 
 class EquizeroLM(SymmetrizedLM):
-    """Every view samples on its own; a scorer picks the best continuation ``y_{g*}`` per
-    context, returned as ``g*⁻¹·y_{g*}``."""
+    """Every view samples on its own; at the end a scorer (higher = better, e.g. regard or
+    VADER) scores each view's continuation, and the best one, ``y_{g*}``, is mapped back as
+    ``g*⁻¹·y_{g*}``."""
 
     name = "equizero"
 

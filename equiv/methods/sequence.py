@@ -1,17 +1,12 @@
 """Symmetrized autoregressive decoding: all ``|G|·B`` views of a batch decode in one batch.
 
-For a seq2seq model ``M`` and a group acting on command tokens (input) and on output tokens:
+For a seq2seq model ``M`` and a group acting on command tokens (input) and on output tokens,
+one class per method: :class:`VanillaSeq2Seq`, :class:`EquituneSeq2Seq`,
+:class:`LambdaEquituneSeq2Seq`, :class:`EquizeroSeq2Seq`.
 
-* equitune / λ-equitune combine the views' next-token distributions at every step,
-  ``p_t = Σ_g w_g(x) · g⁻¹·p(· | g·x, g·y_<t)``, pick ``y_t`` from ``p_t`` and feed ``g·y_t`` back
-  to view ``g``. Probability averaging by default; log-probability averaging (the authors'
-  option) renormalises a weighted geometric mean.
-* equizero decodes every view on its own, scores each decoded sequence with a proxy over its real
-  positions (up to and including EOS), and returns ``g*⁻¹·y_{g*}`` for the best ``g*`` per
-  sequence.
-
-Greedy decoding with either combination is exactly equivariant: the output for ``g·x`` is ``g``
-applied to the output for ``x``, token by token (equizero: when the proxy values are distinct).
+Greedy decoding is exactly equivariant (every method but vanilla): the output for ``g·x`` is
+``g`` applied to the output for ``x``, token by token (equizero: when the proxy values are
+distinct).
 In training mode too: the backbone's and λ's dropout (:class:`GroupDropout`) share one mask per
 example across its views, so with the same random state the loss of ``g·x, g·y`` is that of
 ``x, y``.
@@ -225,7 +220,10 @@ class VanillaSeq2Seq(SymmetrizedSeq2Seq):
 
 
 class EquituneSeq2Seq(SymmetrizedSeq2Seq):
-    """Decodes from the views' combined next-token distribution; trains on its likelihood."""
+    """Combines the views' next-token distributions at every step,
+    ``p_t = Σ_g w_g(x) · g⁻¹·p(· | g·x, g·y_<t)``, picks ``y_t`` from ``p_t`` and feeds ``g·y_t``
+    back to view ``g``; trains on the likelihood of ``p_t``. Probability averaging by default;
+    log-probability averaging (the authors' option) renormalises a weighted geometric mean."""
 
     name = "equitune"
 
@@ -273,8 +271,9 @@ class LambdaEquituneSeq2Seq(EquituneSeq2Seq):
 
 
 class EquizeroSeq2Seq(SymmetrizedSeq2Seq):
-    """Decodes every view on its own and keeps ``g*⁻¹·y_{g*}`` for the view ``g*`` whose
-    decoding has the lowest proxy loss."""
+    """Decodes every view on its own, scores each decoded sequence with a proxy over its real
+    positions (up to and including EOS), and returns ``g*⁻¹·y_{g*}`` for the best ``g*`` per
+    sequence."""
 
     name = "equizero"
 
