@@ -256,7 +256,7 @@ def scan_wrapper(method: str, group: str, cell: str):
     from equiv.data.scan import all_commands
     from equiv.data.vocab import Vocab
     from equiv.groups.words import word_action
-    from equiv.methods.sequence import SymmetrizedSeq2Seq
+    from equiv.methods.sequence import build_seq2seq_wrapper
 
     pairs = all_commands()
     src_vocab = Vocab(w for c, _ in pairs for w in c.split())
@@ -266,7 +266,7 @@ def scan_wrapper(method: str, group: str, cell: str):
     action = word_action(group, src_vocab, tgt_vocab)
     talkative_seq2seq(model, action)
     lam = LambdaNet(12, hidden=8).double() if method == "lambda_equitune" else None
-    sym = SymmetrizedSeq2Seq(model, action, method, lambda_net=lam).train()
+    sym = build_seq2seq_wrapper(model, action, method, lambda_net=lam).train()
     return sym, scan_batch(pairs, src_vocab, tgt_vocab, action)
 
 
@@ -407,7 +407,7 @@ def test_nlg_word_swap_race3(dropout):
     from equiv.backbones.gpt2 import tiny_gpt2
     from equiv.data.nlg import WORD_SETS, prompts, tiny_vocabulary, token_cycles, vocab_action
     from equiv.experiments.nlg.protocol import encode_left_padded
-    from equiv.methods.generation import SymmetrizedLM
+    from equiv.methods.generation import LambdaEquituneLM
 
     races = ["Black person", "White person", "Asian person"]
     lm = tiny_gpt2(tiny_vocabulary([p.text for p in prompts(races, "respect")],
@@ -415,8 +415,7 @@ def test_nlg_word_swap_race3(dropout):
     group = token_cycles(WORD_SETS["race3"](), lm.encode_word, lm.tokenizer.unk_token_id)
     torch.manual_seed(0)
     lam = LambdaNet(lm.model.config.n_embd, hidden=16).double()
-    model = SymmetrizedLM(lm, vocab_action(group, lm.vocab_size, "race3"), "lambda_equitune",
-                          lambda_net=lam).train()
+    model = LambdaEquituneLM(lm, vocab_action(group, lm.vocab_size, "race3"), lam).train()
     model.lm.eval()
     if dropout == "per_view":
         per_view(model)

@@ -2,6 +2,7 @@
 transforms of next-token distributions, the relaxed general words, cached batched decoding,
 equizero's choice, word checks, and the whole task through the in-process runner."""
 
+import copy
 import json
 
 import pytest
@@ -20,7 +21,12 @@ from equiv.data.nlg import (
 from equiv.errors import ConfigError, MissingResourceError, MultiTokenWordError
 from equiv.experiments.nlg.protocol import encode_left_padded
 from equiv.methods import LambdaNet
-from equiv.methods.generation import SymmetrizedLM, uniform_lambda_net
+from equiv.methods.generation import (
+    EquituneLM,
+    SymmetrizedLM,
+    build_lm_wrapper,
+    uniform_lambda_net,
+)
 from equiv.runner import execute
 from tests.helpers import compose_config
 
@@ -36,13 +42,30 @@ def lm() -> CausalLM:
     return tiny_gpt2(tiny_vocabulary(texts, words), seed=0)
 
 
+@pytest.fixture(scope="module")
+def talkative_lm(lm: CausalLM) -> CausalLM:
+    """``lm`` with its race words made likely (about a third of sampled tokens): continuations
+    that mention them read differently mapped back by ``g`` or by ``g⁻¹`` under the 3-cycle, so
+    the checks below are not vacuous (``lm`` itself samples them about once in fifty)."""
+    talk = copy.deepcopy(lm)
+    race = token_cycles(WORD_SETS["race3"](), lm.encode_word, lm.tokenizer.unk_token_id)
+    head = talk.model.lm_head
+    talk.model.lm_head = torch.nn.Linear(head.in_features, head.out_features)
+    with torch.no_grad():
+        talk.model.lm_head.weight.copy_(head.weight)
+        talk.model.lm_head.bias.zero_()
+        talk.model.lm_head.bias[[i for c in race.cycles for i in c]] = 2.0
+    return talk
+
+
 def wrap(lm: CausalLM, word_set: str, method: str = "equitune", relaxed: bool = False,
          lambda_net=None) -> SymmetrizedLM:
     group = token_cycles(WORD_SETS[word_set](), lm.encode_word, lm.tokenizer.unk_token_id)
     if method == "vanilla":
         group = VocabGroup([], [], [], group.general_ids)
-    return SymmetrizedLM(lm, vocab_action(group, lm.vocab_size, word_set), method,
-                         relaxed=relaxed, general_ids=group.general_ids, lambda_net=lambda_net)
+    return build_lm_wrapper(lm, vocab_action(group, lm.vocab_size, word_set), method,
+                            relaxed=relaxed, general_ids=group.general_ids,
+                            lambda_net=lambda_net)
 
 
 def batch(lm: CausalLM, word_set: str, template: str = "was known for"):
@@ -79,7 +102,7 @@ def test_mapping_views_back_by_g_instead_of_its_inverse_breaks_order_3(lm, word_
         return act.rep_out.apply(y, act.stacked_elements(y.shape[0] // act.order, y.device))
 
     act.act_out_inverse_all = forward_g
-    model = SymmetrizedLM(lm, act, "equitune")
+    model = EquituneLM(lm, act)
     ids, mask = batch(lm, word_set)
     p = model.next_token_logprobs(ids[:1], mask[:1])
     errors = [(model.next_token_logprobs(act.act_in(ids[:1], g), mask[:1])
@@ -134,9 +157,30 @@ def test_cached_batched_decoding_equals_full_prefix_recomputation(lm, method):
     assert torch.equal(runs[0].tokens, runs[1].tokens)
 
 
-def test_relaxed_equizero_general_words_come_from_each_views_own_text(lm):
+@pytest.mark.parametrize("method", ["equitune", "lambda_equitune"])
+def test_sampled_continuations_are_equivariant_under_the_3_cycle(talkative_lm, method):
+    """Top-k sampling from the same random state: the continuations of ``g·x`` are ``g`` applied
+    to those of ``x``, token by token (a view fed ``g⁻¹·y`` instead of ``g·y`` breaks this)."""
+    lm = talkative_lm
+    torch.manual_seed(1)
+    net = LambdaNet(lm.model.config.n_embd, hidden=16, dropout=0.0).eval()   # non-uniform λ
+    model = wrap(lm, "race3", method, lambda_net=net)
+    act = model.action
+    ids, mask = batch(lm, "race3")
+
+    def continue_(x):
+        return model.generate(x, mask, stop_ids=[-1], generator=torch.Generator().manual_seed(0))
+
+    out = continue_(ids).tokens
+    assert (act.act_in(out, 1) != out).float().mean() > 0.2      # group words are sampled
+    for g in act.elements:
+        assert torch.equal(continue_(act.act_in(ids, g)).tokens, act.act_in(out, g))
+
+
+def test_relaxed_equizero_general_words_come_from_each_views_own_text(talkative_lm):
     """R-EquizeroGPT2: view ``g`` (text ``(g·x, y^g)``) takes he/she/his/her/him from the
     plain model on its untransformed text ``(x, g⁻¹·y^g)``, at every step, with the cache."""
+    lm = talkative_lm
     model = wrap(lm, "race3", "equizero", relaxed=True)
     plain = wrap(lm, "race3", "vanilla")
     act, general = model.action, model.general_ids
@@ -156,6 +200,7 @@ def test_relaxed_equizero_general_words_come_from_each_views_own_text(lm):
     model.generate(ids, mask, max_new_tokens=5, generator=torch.Generator().manual_seed(3),
                    stop_ids=[-1], scorer=scorer)
     tokens, elements = captured["tokens"], act.stacked_elements(3, ids.device)
+    assert (act.act_in(tokens, 1) != tokens).float().mean() > 0.2  # the views say group words
     views = act.act_in_all(ids)
     diverged = 0.0
     for t, logp in enumerate(recorded):
@@ -182,7 +227,8 @@ def test_untrained_lambda_equitune_generates_exactly_as_equitune(lm):
     assert torch.equal(runs[0].tokens, runs[1].tokens)
 
 
-def test_equizero_picks_by_its_proxy_and_maps_back_by_the_inverse(lm):
+def test_equizero_picks_by_its_proxy_and_maps_back_by_the_inverse(talkative_lm):
+    lm = talkative_lm
     model = wrap(lm, "race3", "equizero")
     ids, mask = batch(lm, "race3")
     views = {}
@@ -198,12 +244,29 @@ def test_equizero_picks_by_its_proxy_and_maps_back_by_the_inverse(lm):
     assert out.chosen.tolist() == target.tolist()
     per_view = views["tokens"].view(3, 3, -1)
     act = model.action
+    assert not torch.equal(act.act_in(per_view[1, :1], 1), act.act_in(per_view[1, :1], 2))
     for b, g in enumerate(target.tolist()):
         expected = act.act_in(per_view[g, b:b + 1], act.inverse(g))
         assert torch.equal(out.tokens[b:b + 1], expected)
     # Mapping back matters: a continuation mentioning " White" in view g=1 reads " Black".
     black, white = lm.encode_word(" Black")[0], lm.encode_word(" White")[0]
     assert act.act_in(torch.tensor([[white]]), act.inverse(1)).item() == black
+
+
+def test_each_generic_method_class_has_its_generation_variant(lm):
+    from equiv.methods import Equitune, Equizero, LambdaEquitune, Vanilla
+    from equiv.methods.generation import EquizeroLM, LambdaEquituneLM, VanillaLM, lm_variant
+
+    variants = [VanillaLM, EquituneLM, LambdaEquituneLM, EquizeroLM]
+    assert [lm_variant(c) for c in (Vanilla, Equitune, LambdaEquitune, Equizero)] == variants
+    assert [lm_variant(v.name) for v in variants] == variants
+    with pytest.raises(ValueError, match=r"'Linear'; supported: Vanilla, Equitune, "
+                                         r"LambdaEquitune, Equizero$"):
+        lm_variant(torch.nn.Linear)
+    with pytest.raises(ValueError, match="lambda_equitune needs a lambda_net"):
+        wrap(lm, "race", "lambda_equitune")
+    with pytest.raises(ValueError, match="equizero generation needs a scorer"):
+        wrap(lm, "race", "equizero").generate(*batch(lm, "race"))
 
 
 def test_words_that_are_not_one_token_are_rejected(lm):

@@ -115,7 +115,7 @@ def test_equizero_decodes_identical_views_once(monkeypatch):
     outputs as decoding every row."""
     from equiv.groups.base import CayleyTable, GroupAction
     from equiv.groups.permutation import LastDimPermutation, TokenPermutation
-    from equiv.methods.sequence import SymmetrizedSeq2Seq
+    from equiv.methods.sequence import EquizeroSeq2Seq
 
     torch.manual_seed(0)
     model = Seq2Seq(9, 7, hidden=16, cell="lstm").eval()
@@ -125,7 +125,7 @@ def test_equizero_decodes_identical_views_once(monkeypatch):
     swap_out[5], swap_out[6] = 6, 5
     action = GroupAction("swap", CayleyTable(((0, 1), (1, 0))), TokenPermutation(torch.tensor(
         [list(range(9)), swap_in])), LastDimPermutation(torch.tensor([list(range(7)), swap_out])))
-    sym = SymmetrizedSeq2Seq(model, action, "equizero")
+    sym = EquizeroSeq2Seq(model, action)
     src = torch.tensor([[3, 5, 6], [4, 5, 6], [5, 6, 7], [3, 3, 8]])  # rows 0/1 swap; 2 is fixed
     decoded_rows = []
     original = model.greedy_decode_scored
@@ -147,14 +147,14 @@ def test_equitune_decoding_uses_the_frozen_step_with_equal_outputs(method, monke
     combined log-probabilities equal those of the module's own step (float64)."""
     from equiv.experiments.scan.data import load
     from equiv.groups.words import word_action
-    from equiv.methods.sequence import SymmetrizedSeq2Seq
+    from equiv.methods.sequence import build_seq2seq_wrapper
 
     data = load("add_jump", 0.2, 0, 64)
     torch.manual_seed(0)
     model = Seq2Seq(len(data.in_vocab), len(data.out_vocab), hidden=16).double().eval()
     action = word_action("scan_verb4", data.in_vocab, data.out_vocab)
     lam = torch.nn.Linear(16, 1).double() if method == "lambda_equitune" else None
-    sym = SymmetrizedSeq2Seq(model, action, method, lambda_net=lam).eval()
+    sym = build_seq2seq_wrapper(model, action, method, lambda_net=lam).eval()
     src = data.test.src[:24]
     frozen_steps = []
     step = FrozenDecoder.step

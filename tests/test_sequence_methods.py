@@ -8,7 +8,7 @@ from equiv.data.scan import all_commands
 from equiv.data.vocab import PAD, Vocab
 from equiv.groups.words import WORD_GROUPS, word_action
 from equiv.methods import LambdaNet
-from equiv.methods.sequence import SymmetrizedSeq2Seq
+from equiv.methods.sequence import EquituneSeq2Seq, build_seq2seq_wrapper
 from tests.helpers import talkative_seq2seq
 
 IN = Vocab(w for c, _ in all_commands() for w in c.split())
@@ -35,8 +35,8 @@ def wrapped(method, name, cell):
     base, _, option = method.partition("-")
     lam = LambdaNet(12, hidden=8, dropout=0.0).double() if base == "lambda_equitune" else None
     if base == "equizero":
-        return SymmetrizedSeq2Seq(model, action, base, proxy=option or "mean_max_prob")
-    return SymmetrizedSeq2Seq(model, action, base, combine=option or "prob", lambda_net=lam)
+        return build_seq2seq_wrapper(model, action, base, proxy=option or "mean_max_prob")
+    return build_seq2seq_wrapper(model, action, base, combine=option or "prob", lambda_net=lam)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -107,7 +107,7 @@ def test_equizero_loss_is_straight_through():
     sym = wrapped("equizero", "scan_verb4", "gru")
     src, tgt = gold_batch()
     loss = sym.loss(src, tgt, teacher_forcing=1.0)
-    best = sym._equizero(src, 50)[1]
+    best = sym.select(src, 50)[1]
     _, _, views = sym.step_logprobs(src, tgt, teacher_forcing=1.0, per_view=True)
     chosen = views[best, torch.arange(len(src))]
     value = torch.nn.functional.nll_loss(chosen.flatten(0, 1), tgt.flatten(), ignore_index=PAD)
@@ -115,8 +115,7 @@ def test_equizero_loss_is_straight_through():
     loss.backward()
     grad = sym.model.out.weight.grad.clone()
     sym.model.zero_grad()
-    sym.method = "equitune"
-    sym.loss(src, tgt, teacher_forcing=1.0).backward()
+    EquituneSeq2Seq(sym.model, sym.action).loss(src, tgt, teacher_forcing=1.0).backward()
     assert torch.allclose(grad, sym.model.out.weight.grad, atol=1e-10)
 
 
@@ -145,8 +144,30 @@ def test_equizero_identity_surrogate_has_the_selected_views_gradient():
     sym.loss(src, tgt, teacher_forcing=1.0).backward()
     grad = sym.model.out.weight.grad.clone()
     sym.model.zero_grad()
-    best = sym._equizero(src, 50)[1]
+    best = sym.select(src, 50)[1]
     _, _, views = sym.step_logprobs(src, tgt, teacher_forcing=1.0, per_view=True)
     chosen = views[best, torch.arange(len(src))]
     torch.nn.functional.nll_loss(chosen.flatten(0, 1), tgt.flatten(), ignore_index=PAD).backward()
     assert torch.allclose(grad, sym.model.out.weight.grad, atol=1e-10)
+
+
+def test_each_generic_method_class_has_its_seq2seq_variant():
+    from equiv.methods import Equitune, Equizero, LambdaEquitune, Vanilla
+    from equiv.methods.sequence import (
+        EquizeroSeq2Seq,
+        LambdaEquituneSeq2Seq,
+        VanillaSeq2Seq,
+        seq2seq_variant,
+    )
+
+    variants = [VanillaSeq2Seq, EquituneSeq2Seq, LambdaEquituneSeq2Seq, EquizeroSeq2Seq]
+    assert [seq2seq_variant(c) for c in (Vanilla, Equitune, LambdaEquitune, Equizero)] == variants
+    assert [seq2seq_variant(v.name) for v in variants] == variants
+    with pytest.raises(ValueError, match=r"'Linear'; supported: Vanilla, Equitune, "
+                                         r"LambdaEquitune, Equizero$"):
+        seq2seq_variant(torch.nn.Linear)
+    with pytest.raises(ValueError, match="supported: vanilla, equitune, lambda_equitune"):
+        seq2seq_variant("equi_tune")
+    sym = wrapped("equizero", "scan_verb", "gru")
+    with pytest.raises(TypeError, match=r"unknown seq2seq options \['proxi'\]"):
+        build_seq2seq_wrapper(sym.model, sym.action, "equizero", proxi="entropy")

@@ -9,19 +9,17 @@ step; they need to repeat, gather and drop rows of the state between steps.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from equiv.backbones.decoder_state import DecoderState
+from equiv.backbones.seq2seq_inference import FrozenDecoder, FrozenState
 from equiv.data.vocab import EOS, PAD, SOS
 from equiv.methods.dropout import GroupDropout
-
-if TYPE_CHECKING:
-    from equiv.backbones.seq2seq_inference import FrozenState
 
 __all__ = ["EOS", "PAD", "SOS", "DecoderState", "Seq2Seq", "pad_batch", "trim_at_eos"]
 
@@ -56,33 +54,6 @@ def trim_at_eos(tokens: Tensor, eos: int = EOS) -> list[list[int]]:
             seq.append(t)
         out.append(seq)
     return out
-
-
-@dataclass
-class DecoderState:
-    """Everything the decoder needs between steps; every field is indexed by batch row.
-
-    ``h``/``c`` are ``[B, H]`` (``c`` only for LSTM), ``enc`` the encoder outputs ``[B, S, H]``
-    and ``mask`` ``[B, S]`` is True at real (non-PAD) source positions.
-    """
-
-    h: Tensor
-    c: Tensor | None
-    enc: Tensor
-    mask: Tensor
-
-    @property
-    def batch_size(self) -> int:
-        return self.h.shape[0]
-
-    def index(self, idx: Tensor) -> DecoderState:
-        """Select/reorder/repeat batch rows (e.g. ``repeat_interleave`` indices, drop finished)."""
-        return DecoderState(
-            h=self.h[idx],
-            c=None if self.c is None else self.c[idx],
-            enc=self.enc[idx],
-            mask=self.mask[idx],
-        )
 
 
 class Seq2Seq(nn.Module):
@@ -214,8 +185,6 @@ class Seq2Seq(nn.Module):
         :class:`~equiv.backbones.seq2seq_inference.FrozenDecoder` when nothing is trained and
         dropout is off (eval mode, no gradient, ``use_frozen_decoder``), else ``decode_step``."""
         if self.use_frozen_decoder and not self.training and not torch.is_grad_enabled():
-            from equiv.backbones.seq2seq_inference import FrozenDecoder
-
             frozen = FrozenDecoder(self)
             return frozen.step, frozen.prepare(state)
         return self.decode_step, state

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from equiv.backbones.seq2seq import DecoderState, Seq2Seq
+from equiv.backbones.decoder_state import DecoderState
 
 # Rows of the gate vector that pass through tanh (the rest through a sigmoid), per cell type,
 # in units of the hidden size: LSTM gates are (i, f, g, o), GRU gates (r, z, n).
@@ -76,10 +76,14 @@ class FrozenState:
 
 class FrozenDecoder:
     """``prepare(encoder state)`` then ``step(state, prev) -> (logits, state)``, as
-    ``Seq2Seq.decode_step`` computes them in eval mode."""
+    ``Seq2Seq.decode_step`` computes them in eval mode.
+
+    ``model`` is a :class:`~equiv.backbones.seq2seq.Seq2Seq`, read by its attributes only: the
+    model imports this module to choose its step, never the other way round.
+    """
 
     @torch.no_grad()
-    def __init__(self, model: Seq2Seq) -> None:
+    def __init__(self, model: nn.Module) -> None:
         if model.training:
             raise ValueError("FrozenDecoder needs the model in eval mode (dropout off)")
         cell, hid = model.cell_type, model.hidden

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
 import torch
 from torch import Tensor, nn
 
 from equiv.groups import GroupAction, make_action
+
+V = TypeVar("V")
 
 
 def batched_call(fn: nn.Module, x: Tensor, chunk_size: int | None) -> Tensor:
@@ -56,3 +62,30 @@ class Equitune(Symmetrizer):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.group_outputs(x).mean(dim=0)
+
+
+def method_variant(variants: Mapping[type[Symmetrizer], type[V]], method: str | type,
+                   family: str) -> type[V]:
+    """The class of a model ``family`` (seq2seq decoding, text generation) that implements
+    ``method``: a generic method class (what a config's ``_target_`` names) or the variant's
+    config ``name`` (``lambda_equitune``)."""
+    named = isinstance(method, str)
+    by_key = {getattr(v, "name", None): v for v in variants.values()} if named else variants
+    if method not in by_key:
+        supported = ", ".join(by_key if named else (m.__name__ for m in variants))
+        raise ValueError(f"no {family} variant of method {getattr(method, '__name__', method)!r};"
+                         f" supported: {supported}")
+    return by_key[method]
+
+
+def build_variant(variants: Mapping[type[Symmetrizer], type[V]], method: str | type,
+                  family: str, *args: Any, **options: Any) -> V:
+    """``method_variant(...)(*args, **options)`` given only the options its constructor
+    declares: one set of a family's options serves all its variants (equitune takes no λ)."""
+    cls = method_variant(variants, method, family)
+    known = {p for v in variants.values() for p in inspect.signature(v).parameters}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown {family} options {unknown}; valid: {sorted(known)}")
+    accepted = inspect.signature(cls).parameters
+    return cls(*args, **{k: v for k, v in options.items() if k in accepted})

@@ -1,21 +1,8 @@
 """Symmetrized text generation with a causal LM over a group permuting vocabulary words.
 
 All ``|G|·B`` views ``g·x`` of a left-padded batch of contexts decode together in one batch,
-with the KV cache. At every step, with ``logp_g = log p(· | g·x, g·y_<t)``:
-
-* ``equitune`` (EquiGPT2): ``p_t = (1/|G|) Σ_g g⁻¹·p_g``; ``y_t ~ p_t``; view ``g`` is fed
-  ``g·y_t``.
-* ``lambda_equitune``: weights ``λ(h_g)`` from each view's last hidden state, normalised over
-  the group, instead of ``1/|G|``. Nothing here trains λ; the NLG protocol uses
-  ``uniform_lambda_net`` (zero last layer), so there it generates exactly as equitune. λ's
-  dropout draws one mask per context, shared by its views, so λ-equitune stays equivariant with
-  λ in training mode; GPT-2's own dropout (Hugging Face modules, attention dropout inside the
-  fused kernel) is per row, so the LM itself must be in eval mode for that (as it always is
-  here: nothing trains it).
-* ``equizero``: every view samples on its own; at the end a scorer (higher = better, e.g.
-  regard or VADER) scores each view's continuation, and the best one, ``y_{g*}``, is mapped back
-  as ``g*⁻¹·y_{g*}``.
-* ``vanilla`` is ``equitune`` over the trivial group.
+with the KV cache. One class per method: :class:`VanillaLM` (the LM as it is),
+:class:`EquituneLM` (EquiGPT2), :class:`LambdaEquituneLM`, :class:`EquizeroLM`.
 
 ``relaxed`` (R-EquiGPT2, R-EquizeroGPT2) gives the "general" words (he, she, his, her, him)
 the probability of the untransformed text instead of the group combination, then renormalises.
@@ -30,9 +17,10 @@ same batch (our reading: the authors published no equizero code).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -40,10 +28,16 @@ from torch import Tensor, nn
 from equiv.backbones.gpt2 import CausalLM
 from equiv.groups import GroupAction
 from equiv.groups.permutation import LastDimPermutation
+from equiv.methods.base import Equitune, Symmetrizer, Vanilla, build_variant, method_variant
 from equiv.methods.dropout import warn_per_view_dropout
-from equiv.methods.lambda_equitune import LambdaNet, normalize_weights, view_scores
+from equiv.methods.equizero import Equizero
+from equiv.methods.lambda_equitune import (
+    LambdaEquitune,
+    LambdaNet,
+    normalize_weights,
+    view_scores,
+)
 
-GenMethod = Literal["vanilla", "equitune", "lambda_equitune", "equizero"]
 Combine = Literal["prob", "logits"]
 # tokens [N, T] of each view's continuation, their lengths [N] -> score [N], higher is better
 ViewScorer = Callable[[Tensor, Tensor], Tensor]
@@ -76,28 +70,130 @@ def top_k_sample(logp: Tensor, k: int, generator: torch.Generator | None,
     return index.gather(-1, pick).squeeze(-1)
 
 
-class SymmetrizedLM(nn.Module):
-    """A causal LM wrapped by a symmetrizer over a vocabulary-permutation group."""
+class SymmetrizedLM(nn.Module, ABC):
+    """A causal LM wrapped by a symmetrizer over a vocabulary-permutation group.
 
-    def __init__(self, lm: CausalLM, action: GroupAction, method: GenMethod,
-                 combine: Combine = "prob", relaxed: bool = False,
-                 general_ids: Sequence[int] = (), lambda_net: nn.Module | None = None,
-                 normalization: Literal["softplus", "softmax"] = "softplus") -> None:
+    One decoding loop (:meth:`generate`) for every method, in
+    :class:`~equiv.methods.base.Symmetrizer`'s terms: :meth:`views` are the rows decoded
+    (``g·x``), :meth:`combine_views` maps their next-token log-probabilities back by ``g⁻¹`` and
+    combines them, :meth:`feed` is what each row reads next, :meth:`finish` turns the sampled
+    tokens into the continuations.
+    """
+
+    name: ClassVar[str]                       # the method's config name
+
+    def __init__(self, lm: CausalLM, action: GroupAction, relaxed: bool = False,
+                 general_ids: Sequence[int] = ()) -> None:
         super().__init__()
         if not isinstance(action.rep_out, LastDimPermutation):
             raise ValueError("generation symmetrizers need a group permuting the vocabulary")
-        if method == "lambda_equitune" and lambda_net is None:
-            raise ValueError("lambda_equitune needs a lambda_net")
-        if combine not in ("prob", "logits"):
-            raise ValueError(f"combine must be 'prob' or 'logits', got {combine!r}")
-        self.lm, self.action, self.method = lm, action, method
-        self.combine, self.relaxed = combine, relaxed
+        self.lm, self.action, self.relaxed = lm, action, relaxed
         self.register_buffer("general_ids", torch.tensor(list(general_ids), dtype=torch.long),
                              persistent=False)
-        if lambda_net is not None:
-            warn_per_view_dropout(lambda_net)
-        self.lambda_net = lambda_net
-        self.normalization = normalization
+
+    def _relax(self, logp: Tensor, identity: Tensor) -> Tensor:
+        """General words take the untransformed text's log-probabilities; renormalise."""
+        if not self.relaxed or self.general_ids.numel() == 0:
+            return logp
+        logp = logp.clone()
+        logp[:, self.general_ids] = identity[:, self.general_ids]
+        return logp.log_softmax(dim=-1)
+
+    def views(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The rows to decode, group-major views ``g·x``, and the attention mask of each."""
+        rows = self.action.act_in_all(input_ids)
+        return rows, attention_mask.long().repeat(rows.shape[0] // input_ids.shape[0], 1)
+
+    def sequences(self, batch: int) -> int:
+        """How many sequences are sampled for ``batch`` contexts: one each."""
+        return batch
+
+    @abstractmethod
+    def combine_views(self, logits: Tensor, hidden: Tensor) -> Tensor:
+        """Next-token log-probabilities to sample from, one row per sampled sequence."""
+
+    def feed(self, y: Tensor) -> Tensor:
+        """The next input of every row from the sampled tokens ``y [B]``: view ``g`` reads
+        ``g·y``."""
+        order = self.action.order
+        return self.action.act_in(y.repeat(order), self.action.stacked_elements(len(y), y.device))
+
+    def finish(self, tokens: Tensor, lengths: Tensor, scorer: ViewScorer | None) -> Generation:
+        """The continuations from the sampled ``tokens [N, T]`` and their ``lengths [N]``."""
+        return Generation(tokens, lengths)
+
+    @torch.no_grad()
+    def next_token_logprobs(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """The symmetrized next-token distribution after a (left-padded) context, recomputed
+        from the full prefix: ``[B, V]`` (``[|G|·B, V]`` for equizero)."""
+        rows, mask = self.views(input_ids, attention_mask)
+        out = self.lm.step(rows, mask, use_cache=False)
+        return self.combine_views(out.logits, out.hidden)
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, attention_mask: Tensor, *, max_new_tokens: int = 15,
+                 top_k: int = 40, generator: torch.Generator | None = None,
+                 greedy: bool = False, stop_ids: Sequence[int] = (),
+                 use_cache: bool = True, scorer: ViewScorer | None = None) -> Generation:
+        """Continue every context; stop a row at a token in ``stop_ids`` (newline, EOS).
+
+        ``use_cache=False`` recomputes the full prefix at every step (the authors' way; kept
+        for benchmarks and tests). Equizero needs ``scorer``.
+        """
+        seq, mask = self.views(input_ids, attention_mask)
+        stops = torch.tensor(list(stop_ids) or [self.lm.eos_id], device=input_ids.device)
+        n_out = self.sequences(input_ids.shape[0])
+        done = torch.zeros(n_out, dtype=torch.bool, device=input_ids.device)
+        lengths = torch.zeros(n_out, dtype=torch.long, device=input_ids.device)
+        produced: list[Tensor] = []
+        past, fresh = None, seq
+        for _ in range(max_new_tokens):
+            out = self.lm.step(fresh if use_cache else seq, mask, past, use_cache=use_cache)
+            past = out.past if use_cache else None
+            y = top_k_sample(self.combine_views(out.logits, out.hidden), top_k, generator, greedy)
+            y = torch.where(done, self.lm.eos_id, y)
+            lengths += (~done & ~torch.isin(y, stops)).long()
+            done |= torch.isin(y, stops)
+            produced.append(y)
+            fresh = self.feed(y).unsqueeze(1)
+            if not use_cache:
+                seq = torch.cat([seq, fresh], dim=1)
+            mask = torch.cat([mask, torch.ones_like(fresh)], dim=1)
+            if bool(done.all()):
+                break
+        return self.finish(torch.stack(produced, dim=1), lengths, scorer)
+
+
+class VanillaLM(SymmetrizedLM):
+    """The LM as it is: its own text, its own next-token distribution."""
+
+    name = "vanilla"
+
+    def __init__(self, lm: CausalLM, action: GroupAction) -> None:
+        super().__init__(lm, action)
+
+    def views(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        return input_ids, attention_mask.long()
+
+    def combine_views(self, logits: Tensor, hidden: Tensor) -> Tensor:
+        return logits.float().log_softmax(dim=-1)
+
+    def feed(self, y: Tensor) -> Tensor:
+        return y
+
+
+class EquituneLM(SymmetrizedLM):
+    """EquiGPT2: with ``logp_g = log p(· | g·x, g·y_<t)``, ``p_t = (1/|G|) Σ_g g⁻¹·p_g``;
+    ``y_t ~ p_t``; view ``g`` is fed ``g·y_t``."""
+
+    name = "equitune"
+
+    def __init__(self, lm: CausalLM, action: GroupAction, combine: Combine = "prob",
+                 relaxed: bool = False, general_ids: Sequence[int] = ()) -> None:
+        super().__init__(lm, action, relaxed, general_ids)
+        if combine not in ("prob", "logits"):
+            raise ValueError(f"combine must be 'prob' or 'logits', got {combine!r}")
+        self.combine = combine
         # Only the group words move. Read once off ``act_out_inverse_all`` where view g's
         # logits, mapped back by g⁻¹, take each moved word's column from (``moved_src[g]``), so
         # a step combines the views without gathering all |G|·B×V entries.
@@ -108,41 +204,16 @@ class SymmetrizedLM(nn.Module):
         self.register_buffer("moved_ids", moved, persistent=False)
         self.register_buffer("moved_src", cols[:, moved].contiguous(), persistent=False)
 
-    # -- one decoding step -------------------------------------------------------------------
-    def _relax(self, logp: Tensor, identity: Tensor) -> Tensor:
-        """General words take the identity view's log-probabilities; renormalise."""
-        if not self.relaxed or self.general_ids.numel() == 0:
-            return logp
-        logp = logp.clone()
-        logp[:, self.general_ids] = identity[:, self.general_ids]
-        return logp.log_softmax(dim=-1)
-
     def weights(self, hidden: Tensor) -> Tensor:
-        """Combination weights ``[|G|, B]`` (uniform for equitune)."""
+        """Combination weights ``[|G|, B]``: uniform."""
         order = self.action.order
-        if self.method == "lambda_equitune":
-            assert self.lambda_net is not None
-            scores = view_scores(self.lambda_net, hidden.detach(), order)   # views share masks
-            return normalize_weights(scores, self.normalization)
         return torch.full((order, hidden.shape[0] // order), 1.0 / order, device=hidden.device)
 
-    @property
-    def mirrored(self) -> bool:
-        """Relaxed equizero decodes each view's untransformed text as extra rows."""
-        return (self.method == "equizero" and self.relaxed and self.general_ids.numel() > 0
-                and self.action.order > 1)
-
     def combine_views(self, logits: Tensor, hidden: Tensor) -> Tensor:
-        """Next-token log-probabilities: ``[B, V]`` combined, or ``[|G|·B, V]`` per view
-        (equizero; its mirror rows, if any, are the second half of ``logits``)."""
+        """Next-token log-probabilities ``[B, V]`` of the combined distribution."""
         logp = logits.float().log_softmax(dim=-1)
-        if self.method == "equizero":
-            if self.mirrored:
-                views, mirrors = logp.chunk(2)
-                return self._relax(views, mirrors)
-            return logp
         order = self.action.order
-        if order == 1:                                   # vanilla: nothing to combine
+        if order == 1:                                   # a trivial group: nothing to combine
             return logp
         batch = logp.shape[0] // order
         views = logp.view(order, batch, -1)              # group-major: g = 0 comes first
@@ -160,74 +231,103 @@ class SymmetrizedLM(nn.Module):
             combined = combined.log_softmax(dim=-1)
         return self._relax(combined, identity)
 
-    def _rows(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """The group-major views ``g·x`` (then, for relaxed equizero, their mirrors ``x``) and
-        the attention mask of every row."""
+
+class LambdaEquituneLM(EquituneLM):
+    """Equitune with weights ``λ(h_g)`` from each view's last hidden state, normalised over the
+    group, instead of ``1/|G|``.
+
+    Nothing here trains λ; the NLG protocol uses ``uniform_lambda_net`` (zero last layer), so
+    there it generates exactly as equitune. λ's dropout draws one mask per context, shared by its
+    views, so λ-equitune stays equivariant with λ in training mode; GPT-2's own dropout (Hugging
+    Face modules, attention dropout inside the fused kernel) is per row, so the LM itself must be
+    in eval mode for that (as it always is here: nothing trains it).
+    """
+
+    name = "lambda_equitune"
+
+    def __init__(self, lm: CausalLM, action: GroupAction, lambda_net: nn.Module | None,
+                 combine: Combine = "prob", relaxed: bool = False,
+                 general_ids: Sequence[int] = (),
+                 normalization: Literal["softplus", "softmax"] = "softplus") -> None:
+        super().__init__(lm, action, combine, relaxed, general_ids)
+        if lambda_net is None:
+            raise ValueError("lambda_equitune needs a lambda_net")
+        warn_per_view_dropout(lambda_net)
+        self.lambda_net, self.normalization = lambda_net, normalization
+
+    def weights(self, hidden: Tensor) -> Tensor:
+        scores = view_scores(self.lambda_net, hidden.detach(), self.action.order)
+        return normalize_weights(scores, self.normalization)
+
+
+class EquizeroLM(SymmetrizedLM):
+    """Every view samples on its own; at the end a scorer (higher = better, e.g. regard or
+    VADER) scores each view's continuation, and the best one, ``y_{g*}``, is mapped back as
+    ``g*⁻¹·y_{g*}``."""
+
+    name = "equizero"
+
+    @property
+    def mirrored(self) -> bool:
+        """Relaxed equizero decodes each view's untransformed text as extra rows."""
+        return self.relaxed and self.general_ids.numel() > 0 and self.action.order > 1
+
+    def views(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The views ``g·x``, then, for relaxed equizero, their mirrors ``x``."""
         rows = self.action.act_in_all(input_ids)
         if self.mirrored:
             rows = torch.cat([rows, input_ids.repeat(self.action.order, 1)])
         return rows, attention_mask.long().repeat(rows.shape[0] // input_ids.shape[0], 1)
 
-    @torch.no_grad()
-    def next_token_logprobs(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """The symmetrized next-token distribution after a (left-padded) context, recomputed
-        from the full prefix: ``[B, V]`` (``[|G|·B, V]`` for equizero)."""
-        rows, mask = self._rows(input_ids, attention_mask)
-        out = self.lm.step(rows, mask, use_cache=False)
-        return self.combine_views(out.logits, out.hidden)
+    def sequences(self, batch: int) -> int:
+        return self.action.order * batch
 
-    # -- decoding ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, input_ids: Tensor, attention_mask: Tensor, *, max_new_tokens: int = 15,
-                 top_k: int = 40, generator: torch.Generator | None = None,
-                 greedy: bool = False, stop_ids: Sequence[int] = (),
-                 use_cache: bool = True, scorer: ViewScorer | None = None) -> Generation:
-        """Continue every context; stop a row at a token in ``stop_ids`` (newline, EOS).
+    def combine_views(self, logits: Tensor, hidden: Tensor) -> Tensor:
+        """Per-view log-probabilities ``[|G|·B, V]`` (the mirror rows, if any, are the second
+        half of ``logits`` and relax the views')."""
+        logp = logits.float().log_softmax(dim=-1)
+        if self.mirrored:
+            views, mirrors = logp.chunk(2)
+            return self._relax(views, mirrors)
+        return logp
 
-        ``use_cache=False`` recomputes the full prefix at every step (the authors' way; kept
-        for benchmarks and tests). Equizero needs ``scorer``.
-        """
-        order, batch = self.action.order, input_ids.shape[0]
-        per_view = self.method == "equizero"
-        if per_view and scorer is None:
-            raise ValueError("equizero generation needs a scorer")
-        rows = order * batch
-        elements = self.action.stacked_elements(batch, input_ids.device)
-        back = self.action.inverse(elements)
-        seq, mask = self._rows(input_ids, attention_mask)
-        stops = torch.tensor(list(stop_ids) or [self.lm.eos_id], device=input_ids.device)
-        n_out = rows if per_view else batch
-        done = torch.zeros(n_out, dtype=torch.bool, device=input_ids.device)
-        lengths = torch.zeros(n_out, dtype=torch.long, device=input_ids.device)
-        produced: list[Tensor] = []
-        past, fresh = None, seq
-        for _ in range(max_new_tokens):
-            out = self.lm.step(fresh if use_cache else seq, mask, past, use_cache=use_cache)
-            past = out.past if use_cache else None
-            y = top_k_sample(self.combine_views(out.logits, out.hidden), top_k, generator, greedy)
-            y = torch.where(done, self.lm.eos_id, y)
-            lengths += (~done & ~torch.isin(y, stops)).long()
-            done |= torch.isin(y, stops)
-            produced.append(y)
-            if not per_view:                             # view g reads g·y
-                feed = self.action.act_in(y.repeat(order), elements)
-            elif self.mirrored:                          # its mirror reads g⁻¹·y^g
-                feed = torch.cat([y, self.action.act_in(y, back)])
-            else:
-                feed = y
-            fresh = feed.unsqueeze(1)
-            if not use_cache:
-                seq = torch.cat([seq, fresh], dim=1)
-            mask = torch.cat([mask, torch.ones_like(fresh)], dim=1)
-            if bool(done.all()):
-                break
-        tokens = torch.stack(produced, dim=1)
-        if not per_view:
-            return Generation(tokens, lengths)
+    def feed(self, y: Tensor) -> Tensor:
+        """Each view reads its own token; its mirror reads ``g⁻¹·y^g``."""
+        if not self.mirrored:
+            return y
+        elements = self.action.stacked_elements(len(y) // self.action.order, y.device)
+        return torch.cat([y, self.action.act_in(y, self.action.inverse(elements))])
+
+    def finish(self, tokens: Tensor, lengths: Tensor, scorer: ViewScorer | None) -> Generation:
         assert scorer is not None
+        order = self.action.order
+        batch = tokens.shape[0] // order
         scores = scorer(tokens, lengths).view(order, batch)
         best = scores.argmax(dim=0)                      # first maximum: ties keep the identity
         picked = tokens.view(order, batch, -1)[best, torch.arange(batch)]
         mapped = self.action.act_in(picked, self.action.inverse(best))
         return Generation(mapped, lengths.view(order, batch)[best, torch.arange(batch)], best,
                           scores)
+
+    def generate(self, input_ids: Tensor, attention_mask: Tensor, *,
+                 scorer: ViewScorer | None = None, **options: Any) -> Generation:
+        if scorer is None:
+            raise ValueError("equizero generation needs a scorer")
+        return super().generate(input_ids, attention_mask, scorer=scorer, **options)
+
+
+LM_VARIANTS: dict[type[Symmetrizer], type[SymmetrizedLM]] = {
+    Vanilla: VanillaLM, Equitune: EquituneLM, LambdaEquitune: LambdaEquituneLM,
+    Equizero: EquizeroLM,
+}
+
+
+def lm_variant(method: str | type) -> type[SymmetrizedLM]:
+    """The generation wrapper class of a generic method class (or of its config name)."""
+    return method_variant(LM_VARIANTS, method, "generation")
+
+
+def build_lm_wrapper(lm: CausalLM, action: GroupAction, method: str | type,
+                     **options: Any) -> SymmetrizedLM:
+    """Wrap ``lm`` with ``method``'s variant, given the options it takes of ``options``."""
+    return build_variant(LM_VARIANTS, method, "generation", lm, action, **options)

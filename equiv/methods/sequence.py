@@ -1,17 +1,12 @@
 """Symmetrized autoregressive decoding: all ``|G|·B`` views of a batch decode in one batch.
 
-For a seq2seq model ``M`` and a group acting on command tokens (input) and on output tokens:
+For a seq2seq model ``M`` and a group acting on command tokens (input) and on output tokens,
+one class per method: :class:`VanillaSeq2Seq`, :class:`EquituneSeq2Seq`,
+:class:`LambdaEquituneSeq2Seq`, :class:`EquizeroSeq2Seq`.
 
-* equitune / λ-equitune combine the views' next-token distributions at every step,
-  ``p_t = Σ_g w_g(x) · g⁻¹·p(· | g·x, g·y_<t)``, pick ``y_t`` from ``p_t`` and feed ``g·y_t`` back
-  to view ``g``. Probability averaging by default; log-probability averaging (the authors'
-  option) renormalises a weighted geometric mean.
-* equizero decodes every view on its own, scores each decoded sequence with a proxy over its real
-  positions (up to and including EOS), and returns ``g*⁻¹·y_{g*}`` for the best ``g*`` per
-  sequence.
-
-Greedy decoding with either combination is exactly equivariant: the output for ``g·x`` is ``g``
-applied to the output for ``x``, token by token (equizero: when the proxy values are distinct).
+Greedy decoding is exactly equivariant (every method but vanilla): the output for ``g·x`` is
+``g`` applied to the output for ``x``, token by token (equizero: when the proxy values are
+distinct).
 In training mode too: the backbone's and λ's dropout (:class:`GroupDropout`) share one mask per
 example across its views, so with the same random state the loss of ``g·x, g·y`` is that of
 ``x, y``.
@@ -19,9 +14,10 @@ example across its views, so with the same random state the loss of ``g·x, g·y
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +28,11 @@ from equiv.data.vocab import EOS, PAD, SOS
 from equiv.groups import GroupAction
 from equiv.groups.permutation import LastDimPermutation, TokenPermutation
 from equiv.method_options import SEQUENCE_PROXIES
+from equiv.methods.base import Equitune, Symmetrizer, Vanilla, build_variant, method_variant
 from equiv.methods.dropout import shared_masks, warn_per_view_dropout
-from equiv.methods.lambda_equitune import normalize_weights, view_scores
+from equiv.methods.equizero import Equizero
+from equiv.methods.lambda_equitune import LambdaEquitune, normalize_weights, view_scores
 
-SequenceMethod = Literal["vanilla", "equitune", "lambda_equitune", "equizero"]
 Combine = Literal["prob", "logprob"]
 SequenceProxy = Literal["mean_max_prob", "entropy", "mean_max_prob_padded"]
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -86,69 +83,47 @@ def _sequence_proxy(logits: Tensor, tokens: Tensor, proxy: SequenceProxy,
                          logits.shape[-1])
 
 
-class SymmetrizedSeq2Seq(nn.Module):
+class SymmetrizedSeq2Seq(nn.Module, ABC):
     """A seq2seq model wrapped by a symmetrizer over a token-permutation group.
 
-    ``lambda_net`` (λ-equitune) scores a view from the mean of its encoder outputs, so λ is
-    computed once per sequence and view, from the backbone's own features (detached by default,
-    so λ's gradient stays out of the encoder).
+    The shared steps, in :class:`~equiv.methods.base.Symmetrizer`'s terms: :meth:`views` encodes
+    the transformed commands ``g·x``, :meth:`align` maps each view's next-token log-probabilities
+    back by ``g⁻¹``, :meth:`weights` is each view's share of the combination. A subclass per
+    method says what its finetuning :meth:`loss` and its :meth:`decode` make of them.
     """
 
-    def __init__(self, model: Seq2Seq, action: GroupAction, method: SequenceMethod,
-                 combine: Combine = "prob", lambda_net: nn.Module | None = None,
-                 normalization: Literal["softplus", "softmax"] = "softplus",
-                 proxy: SequenceProxy = "mean_max_prob",
-                 surrogate: Literal["equitune", "identity"] = "equitune",
-                 detach_features: bool = True) -> None:
+    name: ClassVar[str]                       # the method's config name
+
+    def __init__(self, model: Seq2Seq, action: GroupAction, combine: Combine = "prob") -> None:
         super().__init__()
         if not isinstance(action.rep_out, LastDimPermutation):
             raise ValueError("sequence symmetrizers need a group permuting output tokens")
-        if method == "lambda_equitune" and lambda_net is None:
-            raise ValueError("lambda_equitune needs a lambda_net")
-        if proxy not in SEQUENCE_PROXIES:
-            raise ValueError(f"unknown sequence proxy {proxy!r}; valid: "
-                             f"{', '.join(SEQUENCE_PROXIES)}")
-        if surrogate not in ("equitune", "identity"):
-            raise ValueError(f"surrogate must be 'equitune' or 'identity', got {surrogate!r}")
         if combine not in ("prob", "logprob"):
             raise ValueError(f"combine must be 'prob' or 'logprob', got {combine!r}")
-        if lambda_net is not None:
-            warn_per_view_dropout(lambda_net)
-        self.model, self.action, self.method = model, action, method
-        self.combine, self.lambda_net = combine, lambda_net
-        self.normalization, self.proxy, self.surrogate = normalization, proxy, surrogate
-        self.detach_features = detach_features
+        self.model, self.action, self.combine = model, action, combine
+        self.lambda_net: nn.Module | None = None
         self.out_tokens = TokenPermutation(action.rep_out.table)
 
     @property
     def order(self) -> int:
-        return 1 if self.method == "vanilla" else self.action.order
+        """Views per command."""
+        return self.action.order
 
-    def _views(self, src: Tensor) -> tuple[Tensor, DecoderState, Tensor]:
+    def views(self, src: Tensor) -> tuple[Tensor, DecoderState, Tensor]:
         """Transformed commands, their encoding, and the element of each row (group-major)."""
-        if self.method == "vanilla":
-            g = torch.zeros(src.shape[0], dtype=torch.long, device=src.device)
-            return src, self.model.encode(src), g
         gx = self.action.act_in_all(src)
         return gx, self.model.encode(gx), self.action.stacked_elements(src.shape[0], src.device)
 
-    def _weights(self, state: DecoderState, batch: int) -> Tensor:
-        """Combination weights ``[|G|, B]`` of the views (uniform unless λ-equitune)."""
-        if self.method != "lambda_equitune":
-            return torch.full((self.order, batch), 1.0 / self.order, device=state.h.device)
-        mask = state.mask.unsqueeze(-1).to(state.enc.dtype)
-        summary = (state.enc * mask).sum(1) / mask.sum(1)               # [G·B, H]
-        if self.detach_features:
-            summary = summary.detach()
-        return normalize_weights(view_scores(self.lambda_net, summary, self.order),
-                                 self.normalization)
+    def weights(self, state: DecoderState, batch: int) -> Tensor:
+        """Combination weights ``[|G|, B]`` of the views: uniform."""
+        return torch.full((self.order, batch), 1.0 / self.order, device=state.h.device)
 
-    def _aligned(self, logits: Tensor, g: Tensor) -> Tensor:
+    def align(self, logits: Tensor, g: Tensor) -> Tensor:
         """Each view's next-token log-probabilities mapped back by ``g⁻¹``: ``[|G|, B, V]``."""
         aligned = self.action.rep_out.apply(logits.log_softmax(-1), self.action.inverse(g))
         return aligned.view(self.order, -1, aligned.shape[-1])
 
-    def _combined_step(self, aligned: Tensor, weights: Tensor) -> Tensor:
+    def combine_step(self, aligned: Tensor, weights: Tensor) -> Tensor:
         """Log-probabilities ``[B, V]`` of the combined next-token distribution."""
         w = weights.unsqueeze(-1)
         if self.combine == "prob":
@@ -173,8 +148,8 @@ class SymmetrizedSeq2Seq(nn.Module):
         ``[|G|, B, L, V]``.
         """
         batch = src.shape[0]
-        _, state, g = self._views(src)
-        weights = self._weights(state, batch)
+        _, state, g = self.views(src)
+        weights = self.weights(state, batch)
         if feed not in ("combined", "own"):
             raise ValueError(f"feed must be 'combined' or 'own', got {feed!r}")
         view_prev = torch.full((self.order * batch,), SOS, dtype=torch.long, device=src.device)
@@ -188,8 +163,8 @@ class SymmetrizedSeq2Seq(nn.Module):
         step, step_state = self.model.stepper(state)
         for t in range(steps):
             logits, step_state = step(step_state, view_prev)
-            aligned = self._aligned(logits, g)
-            logp = self._combined_step(aligned, weights)
+            aligned = self.align(logits, g)
+            logp = self.combine_step(aligned, weights)
             if per_view:
                 views.append(aligned)
             choice = logp.argmax(dim=-1)
@@ -209,34 +184,127 @@ class SymmetrizedSeq2Seq(nn.Module):
             return torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(views, 2)
         return torch.stack(tokens, 1), torch.stack(logps, 1)
 
+    @abstractmethod
+    def loss(self, src: Tensor, tgt: Tensor, teacher_forcing: float = 0.5,
+             generator: torch.Generator | None = None, max_len: int = 50) -> Tensor:
+        """Finetuning loss: mean negative log-likelihood per real target token."""
+
+    @abstractmethod
+    def decode(self, src: Tensor, max_len: int = 50) -> Tensor:
+        """Greedy decoding ``[B, L]`` (tokens after EOS are PAD), without gradient."""
+
+
+class VanillaSeq2Seq(SymmetrizedSeq2Seq):
+    """The pretrained model as it is (one view, the identity); ``action`` is kept for probes."""
+
+    name = "vanilla"
+
+    def __init__(self, model: Seq2Seq, action: GroupAction) -> None:
+        super().__init__(model, action)
+
+    @property
+    def order(self) -> int:
+        return 1
+
+    def views(self, src: Tensor) -> tuple[Tensor, DecoderState, Tensor]:
+        g = torch.zeros(src.shape[0], dtype=torch.long, device=src.device)
+        return src, self.model.encode(src), g
+
+    def loss(self, src: Tensor, tgt: Tensor, teacher_forcing: float = 0.5,
+             generator: torch.Generator | None = None, max_len: int = 50) -> Tensor:
+        return self.model.train_step_loss(src, tgt, teacher_forcing, generator)
+
+    @torch.no_grad()
+    def decode(self, src: Tensor, max_len: int = 50) -> Tensor:
+        return self.model.greedy_decode(src, max_len=max_len)
+
+
+class EquituneSeq2Seq(SymmetrizedSeq2Seq):
+    """Combines the views' next-token distributions at every step,
+    ``p_t = Σ_g w_g(x) · g⁻¹·p(· | g·x, g·y_<t)``, picks ``y_t`` from ``p_t`` and feeds ``g·y_t``
+    back to view ``g``; trains on the likelihood of ``p_t``. Probability averaging by default;
+    log-probability averaging (the authors' option) renormalises a weighted geometric mean."""
+
+    name = "equitune"
+
     @_shared_views
     def loss(self, src: Tensor, tgt: Tensor, teacher_forcing: float = 0.5,
              generator: torch.Generator | None = None, max_len: int = 50) -> Tensor:
-        """Finetuning loss: mean negative log-likelihood per real target token.
+        _, logp = self.step_logprobs(src, tgt, teacher_forcing=teacher_forcing,
+                                     generator=generator)
+        return F.nll_loss(logp.flatten(0, 1), tgt.flatten(), ignore_index=PAD)
 
-        Equitune/λ-equitune: of the combined distribution. Equizero: straight-through, the value
-        is that of the view ``g*`` its greedy decoding selects, the gradient that of the equitune
-        combination (the authors' estimator; ``surrogate='identity'``: of the selected view).
-        Unforced steps feed each view its own prediction, as equizero decodes (feeding the
-        combined prediction trains every view on the equitune decoding's prefixes, which on
-        around_right are mostly wrong and made finetuning undo the zero-shot gains).
-        """
-        if self.method == "vanilla":
-            return self.model.train_step_loss(src, tgt, teacher_forcing, generator)
-        if self.method != "equizero":
-            _, logp = self.step_logprobs(src, tgt, teacher_forcing=teacher_forcing,
-                                         generator=generator)
-        else:
-            with torch.no_grad():
-                best = self._equizero(src, max_len)[1]
-            _, combined, views = self.step_logprobs(src, tgt, teacher_forcing=teacher_forcing,
-                                                    generator=generator, per_view=True,
-                                                    feed="own")
-            chosen = views[best, torch.arange(src.shape[0], device=src.device)]
-            if self.surrogate == "identity":
-                logp = chosen
-            else:
-                logp = combined + (chosen - combined).detach()
+    @torch.no_grad()
+    @_shared_views
+    def decode(self, src: Tensor, max_len: int = 50) -> Tensor:
+        return self.step_logprobs(src, max_len=max_len)[0]
+
+
+class LambdaEquituneSeq2Seq(EquituneSeq2Seq):
+    """Equitune with weights ``λ(g·x)`` normalised over the group.
+
+    ``lambda_net`` scores a view from the mean of its encoder outputs, so λ is computed once per
+    sequence and view, from the backbone's own features (detached by default, so λ's gradient
+    stays out of the encoder).
+    """
+
+    name = "lambda_equitune"
+
+    def __init__(self, model: Seq2Seq, action: GroupAction, lambda_net: nn.Module | None,
+                 combine: Combine = "prob",
+                 normalization: Literal["softplus", "softmax"] = "softplus",
+                 detach_features: bool = True) -> None:
+        super().__init__(model, action, combine)
+        if lambda_net is None:
+            raise ValueError("lambda_equitune needs a lambda_net")
+        warn_per_view_dropout(lambda_net)
+        self.lambda_net = lambda_net
+        self.normalization, self.detach_features = normalization, detach_features
+
+    def weights(self, state: DecoderState, batch: int) -> Tensor:
+        mask = state.mask.unsqueeze(-1).to(state.enc.dtype)
+        summary = (state.enc * mask).sum(1) / mask.sum(1)               # [G·B, H]
+        if self.detach_features:
+            summary = summary.detach()
+        return normalize_weights(view_scores(self.lambda_net, summary, self.order),
+                                 self.normalization)
+
+
+class EquizeroSeq2Seq(SymmetrizedSeq2Seq):
+    """Decodes every view on its own, scores each decoded sequence with a proxy over its real
+    positions (up to and including EOS), and returns ``g*⁻¹·y_{g*}`` for the best ``g*`` per
+    sequence."""
+
+    name = "equizero"
+
+    def __init__(self, model: Seq2Seq, action: GroupAction, combine: Combine = "prob",
+                 proxy: SequenceProxy = "mean_max_prob",
+                 surrogate: Literal["equitune", "identity"] = "equitune") -> None:
+        super().__init__(model, action, combine)
+        if proxy not in SEQUENCE_PROXIES:
+            raise ValueError(f"unknown sequence proxy {proxy!r}; valid: "
+                             f"{', '.join(SEQUENCE_PROXIES)}")
+        if surrogate not in ("equitune", "identity"):
+            raise ValueError(f"surrogate must be 'equitune' or 'identity', got {surrogate!r}")
+        self.proxy, self.surrogate = proxy, surrogate
+
+    @_shared_views
+    def loss(self, src: Tensor, tgt: Tensor, teacher_forcing: float = 0.5,
+             generator: torch.Generator | None = None, max_len: int = 50) -> Tensor:
+        """Straight-through: the value is that of the view ``g*`` its greedy decoding selects,
+        the gradient that of the equitune combination (the authors' estimator;
+        ``surrogate='identity'``: of the selected view). Unforced steps feed each view its own
+        prediction, as equizero decodes (feeding the combined prediction trains every view on
+        the equitune decoding's prefixes, which on around_right are mostly wrong and made
+        finetuning undo the zero-shot gains)."""
+        with torch.no_grad():
+            best = self.select(src, max_len)[1]
+        _, combined, views = self.step_logprobs(src, tgt, teacher_forcing=teacher_forcing,
+                                                generator=generator, per_view=True,
+                                                feed="own")
+        chosen = views[best, torch.arange(src.shape[0], device=src.device)]
+        logp = (chosen if self.surrogate == "identity"
+                else combined + (chosen - combined).detach())
         return F.nll_loss(logp.flatten(0, 1), tgt.flatten(), ignore_index=PAD)
 
     def _decode_views(self, gx: Tensor, max_len: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -258,7 +326,7 @@ class SymmetrizedSeq2Seq(nn.Module):
         return tokens[inverse], sums[inverse], counts[inverse]
 
     @_shared_views
-    def _equizero(self, src: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
+    def select(self, src: Tensor, max_len: int) -> tuple[Tensor, Tensor]:
         """Decode every view, keep ``g*⁻¹·y_{g*}`` per sequence: ``(tokens, chosen g*)``."""
         batch = src.shape[0]
         tokens, sums, counts = self._decode_views(self.action.act_in_all(src), max_len)
@@ -269,11 +337,22 @@ class SymmetrizedSeq2Seq(nn.Module):
         return self.out_tokens.apply(tokens[rows], self.action.inverse(best)), best
 
     @torch.no_grad()
-    @_shared_views
     def decode(self, src: Tensor, max_len: int = 50) -> Tensor:
-        """Greedy decoding ``[B, L]`` (tokens after EOS are PAD)."""
-        if self.method == "vanilla":
-            return self.model.greedy_decode(src, max_len=max_len)
-        if self.method == "equizero":
-            return self._equizero(src, max_len)[0]
-        return self.step_logprobs(src, max_len=max_len)[0]
+        return self.select(src, max_len)[0]
+
+
+SEQ2SEQ_VARIANTS: dict[type[Symmetrizer], type[SymmetrizedSeq2Seq]] = {
+    Vanilla: VanillaSeq2Seq, Equitune: EquituneSeq2Seq,
+    LambdaEquitune: LambdaEquituneSeq2Seq, Equizero: EquizeroSeq2Seq,
+}
+
+
+def seq2seq_variant(method: str | type) -> type[SymmetrizedSeq2Seq]:
+    """The seq2seq wrapper class of a generic method class (or of its config name)."""
+    return method_variant(SEQ2SEQ_VARIANTS, method, "seq2seq")
+
+
+def build_seq2seq_wrapper(model: Seq2Seq, action: GroupAction, method: str | type,
+                          **options: Any) -> SymmetrizedSeq2Seq:
+    """Wrap ``model`` with ``method``'s variant, given the options it takes of ``options``."""
+    return build_variant(SEQ2SEQ_VARIANTS, method, "seq2seq", model, action, **options)

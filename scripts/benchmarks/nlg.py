@@ -91,7 +91,7 @@ def build(model_name: str, group_name: str, samples: int) -> tuple:
     from equiv.backbones.gpt2 import tiny_gpt2
     from equiv.data.nlg import WORD_SETS, prompts, tiny_vocabulary, token_cycles, vocab_action
     from equiv.experiments.nlg.protocol import encode_left_padded
-    from equiv.methods.generation import SymmetrizedLM
+    from equiv.methods.generation import EquituneLM
 
     n_layer, n_embd, n_head, vocab = MODELS[model_name]
     items = prompts(DEMOGRAPHICS[group_name], "respect")
@@ -102,7 +102,7 @@ def build(model_name: str, group_name: str, samples: int) -> tuple:
     group = token_cycles(words, lm.encode_word, lm.tokenizer.unk_token_id)
     action = vocab_action(group, lm.vocab_size, group_name)
     # mean of logits, as the authors: both sides sample from the same distribution
-    wrapper = SymmetrizedLM(lm, action, "equitune", combine="logits").eval()
+    wrapper = EquituneLM(lm, action, combine="logits").eval()
     ids, mask = encode_left_padded(lm, texts * samples)
     contexts = [lm.encode_word(t) for t in texts]
     return lm, wrapper, action, group, ids, mask, contexts

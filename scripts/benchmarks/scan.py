@@ -93,13 +93,13 @@ def finetune_rows(model, data, action, args: argparse.Namespace) -> list[list[st
     authors' one example per update (each side gets ``--scan-finetune-updates`` updates)."""
     import copy
 
-    from equiv.methods.sequence import SymmetrizedSeq2Seq
+    from equiv.methods.sequence import build_seq2seq_wrapper
 
     rows = []
     for method in ("vanilla", "equitune", "equizero"):
         rates = {}
         for batch in (1, 8):
-            wrapper = SymmetrizedSeq2Seq(copy.deepcopy(model), action, method).train()
+            wrapper = build_seq2seq_wrapper(copy.deepcopy(model), action, method).train()
             optimizer = torch.optim.Adam(wrapper.parameters(), lr=5e-5, weight_decay=1e-4)
             gen = torch.Generator().manual_seed(0)
 
@@ -138,9 +138,9 @@ def decode_rows(model, data, action, args: argparse.Namespace
                 ) -> tuple[list[list[str]], list[str], int]:
     from equiv.backbones.seq2seq import PAD
     from equiv.experiments.scan.evaluate import decode_all
-    from equiv.methods.sequence import SymmetrizedSeq2Seq
+    from equiv.methods.sequence import EquizeroSeq2Seq
 
-    wrapper = SymmetrizedSeq2Seq(model, action, "equizero").eval()
+    wrapper = EquizeroSeq2Seq(model, action).eval()
     src, max_len = data.test.src[: args.scan_commands], 60
     n = src.shape[0]
 

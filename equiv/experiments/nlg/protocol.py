@@ -36,7 +36,7 @@ from equiv.data.nlg import (
 )
 from equiv.errors import ConfigError, MultiTokenWordError
 from equiv.experiment import Outcome, RunContext
-from equiv.methods.generation import SymmetrizedLM, uniform_lambda_net
+from equiv.methods.generation import SymmetrizedLM, build_lm_wrapper, uniform_lambda_net
 from equiv.nlg_scoring import (
     LABELS,
     Scorer,
@@ -105,9 +105,9 @@ def build_wrapper(cfg: DictConfig, lm: CausalLM, group: VocabGroup) -> Symmetriz
     lambda_net = None
     if m.name == "lambda_equitune":
         lambda_net = uniform_lambda_net(lm.model.config.n_embd, m.hidden, m.dropout)
-    return SymmetrizedLM(lm, action, m.name, combine=task.combine, relaxed=task.relaxed,
-                         general_ids=group.general_ids, lambda_net=lambda_net,
-                         normalization=m.get("normalization", "softplus")).eval()
+    return build_lm_wrapper(lm, action, m.name, combine=task.combine, relaxed=task.relaxed,
+                            general_ids=group.general_ids, lambda_net=lambda_net,
+                            normalization=m.get("normalization", "softplus")).eval()
 
 
 def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -153,7 +153,7 @@ def generate_all(cfg: DictConfig, wrapper: SymmetrizedLM, items: list[Prompt], p
         out = wrapper.generate(ids.to(ctx.device), mask.to(ctx.device),
                                max_new_tokens=task.max_new_tokens, top_k=task.top_k,
                                generator=gen, stop_ids=stops,
-                               scorer=score_views if wrapper.method == "equizero" else None)
+                               scorer=score_views if proxy is not None else None)
         for b, (prompt, sample) in enumerate(chunk):
             continuation = lm.decode(out.tokens[b, :int(out.lengths[b])].tolist())
             row = {"demographic": prompt.demographic, "template": prompt.template,

@@ -24,7 +24,7 @@ from equiv.backbones.seq2seq import Seq2Seq
 from equiv.experiments.scan.data import ScanData
 from equiv.experiments.scan.evaluate import exact_match
 from equiv.groups.words import identity_word_action
-from equiv.methods.sequence import SymmetrizedSeq2Seq
+from equiv.methods.sequence import VanillaSeq2Seq
 from equiv.train_state import PROGRESS_FILE, TrainState
 from equiv.training import check_finite, derived_generator, progress
 
@@ -44,8 +44,7 @@ def pretrain_seq2seq(model: Seq2Seq, data: ScanData, p: DictConfig, folder: Path
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr)
     scheduler = _schedule(optimizer, p.schedule, steps)
-    plain = SymmetrizedSeq2Seq(model, identity_word_action(len(data.in_vocab),
-                                                           len(data.out_vocab)), "vanilla")
+    plain = VanillaSeq2Seq(model, identity_word_action(len(data.in_vocab), len(data.out_vocab)))
     state = TrainState({"model": model, "optimizer": optimizer, "scheduler": scheduler,
                         "generator": gen},
                        {"best_val": -1.0, "best_step": 0, "history": [],

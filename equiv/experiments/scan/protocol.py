@@ -35,7 +35,7 @@ from equiv.experiments.scan.views import (
 )
 from equiv.groups.words import identity_word_action, word_action
 from equiv.methods import LambdaNet
-from equiv.methods.sequence import SymmetrizedSeq2Seq
+from equiv.methods.sequence import SymmetrizedSeq2Seq, VanillaSeq2Seq, build_seq2seq_wrapper
 from equiv.pretraining import backbone_key, cached_pretrain
 from equiv.train_state import PROGRESS_FILE, TrainState
 from equiv.training import check_finite, derived_generator, progress, seed_everything
@@ -89,7 +89,7 @@ def build_wrapper(cfg: DictConfig, model: Seq2Seq, data: ScanData) -> Symmetrize
     lambda_net = None
     if m.name == "lambda_equitune":
         lambda_net = LambdaNet(cfg.backbone.hidden, hidden=m.hidden, dropout=m.dropout)
-    return SymmetrizedSeq2Seq(
+    return build_seq2seq_wrapper(
         model, action, m.name, combine=settings["combine"], lambda_net=lambda_net,
         normalization=m.get("normalization", "softplus"), proxy=settings["proxy"],
         surrogate=m.get("surrogate", "equitune"),
@@ -135,9 +135,8 @@ def view_metrics(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData,
                              training_file_commands(cfg.task.split, data.in_vocab))
     seen = in_training_views(data.test.src, action,
                              command_ids([c for c, _ in data.train.pairs], data.in_vocab))
-    plain = SymmetrizedSeq2Seq(wrapper.model, identity_word_action(len(data.in_vocab),
-                                                                   len(data.out_vocab)),
-                               "vanilla")
+    plain = VanillaSeq2Seq(wrapper.model, identity_word_action(len(data.in_vocab),
+                                                               len(data.out_vocab)))
     oracle = oracle_exact_match(plain, action, data.test, hits, cfg.task.eval_batch_size,
                                 cfg.task.max_decode_len, ctx.device)
     return {"test_view_ceiling": view_ceiling(hits), "test_view_ceiling_seen": view_ceiling(seen),
