@@ -104,11 +104,13 @@ def check_composes(argv: Sequence[str], config_dir: Path) -> None:
     multirun = any(a in ("-m", "--multirun") for a in argv)
     cell = []
     for ov in OverridesParser.create().parse_overrides(
-            [a for a in argv if not a.startswith("-") and "=" in a]):
+            [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]):
         if ov.is_sweep_override() and not multirun:
             raise ConfigError(f"{ov.input_line} is a sweep: add -m to run each value, or write "
                               f"{ov.get_key_element()}=[...] for a list")
-        if isinstance(ov.value(), ChoiceSweep):
+        if ov.is_delete():                                           # ~key (~key=value)
+            cell.append(ov.input_line)
+        elif isinstance(ov.value(), ChoiceSweep):
             cell.append(f"{ov.get_key_element()}={ov.value().list[0]}")
         elif not ov.is_sweep_override():
             cell.append(f"{ov.get_key_element()}={ov.get_value_element_as_str()}")
@@ -187,9 +189,12 @@ def check_checkpoint(backbone: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Checks common to every task; the task family's ``validate`` adds its own. First the typed
     schemas (``equiv.schemas``): every job of a sweep, not only the cell ``check_composes`` saw."""
+    from equiv.instantiate import is_suite_target
+
     check_schemas(cfg)
     compatible = list(cfg.task.get("compatible_groups") or [])
-    if compatible and cfg.group.name not in compatible:
+    # A group of one's own (a ``_target_`` outside the suite) is the user's to fit to the task.
+    if compatible and is_suite_target(cfg.group) and cfg.group.name not in compatible:
         raise ConfigError(f"group={cfg.group.name} does not fit task {cfg.task.name}; valid "
                           f"groups: {', '.join(compatible)}")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
@@ -218,9 +223,11 @@ def validate_image_task(cfg: DictConfig, datasets: Sequence[str],
                         backbones: Sequence[str]) -> None:
     """The checks every image-classification family shares (torch-free): dataset, a backbone
     that fits the task, the test-time transformation group and how it is drawn."""
+    from equiv.instantiate import is_suite_target
+
     task, backbone = cfg.task, cfg.backbone
     one_of(task.dataset, datasets, "task.dataset")
-    if backbone.name not in backbones:
+    if is_suite_target(backbone) and backbone.name not in backbones:
         raise ConfigError(f"backbone {backbone.name!r} does not fit task {task.name}; valid "
                           f"backbones: {', '.join(backbones)}")
     one_of(task.transform, IMAGE_GROUPS, "task.transform")

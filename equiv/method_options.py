@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-METHOD_NAMES = ("vanilla", "equitune", "lambda_equitune", "equizero")
 NORMALIZATIONS = ("softplus", "softmax")
 LAMBDA_INPUTS = ("input", "features")
 SURROGATES = ("equitune", "identity")

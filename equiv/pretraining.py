@@ -34,8 +34,15 @@ def config_hash(config: Mapping[str, Any]) -> str:
 
 def backbone_key(backbone: Mapping[str, Any]) -> dict[str, Any]:
     """A backbone config as part of a pretraining cache key: without ``checkpoint`` (a given
-    checkpoint bypasses the cache), so adding that option left every cached backbone valid."""
-    return {k: v for k, v in backbone.items() if k != "checkpoint"}
+    checkpoint bypasses the cache), so adding that option left every cached backbone valid.
+
+    Nor ``_partial_`` (how it is built), nor the ``_target_`` of the suite's own classes, which
+    the node's ``name`` identified before configs named their classes: keys cached before
+    stay valid. A class from outside the suite is part of the key."""
+    from equiv.instantiate import is_suite_target
+
+    dropped = {"checkpoint", "_partial_", *(("_target_",) if is_suite_target(backbone) else ())}
+    return {k: v for k, v in backbone.items() if k not in dropped}
 
 
 def save_atomic(obj: Any, path: Path) -> None:

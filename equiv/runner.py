@@ -45,11 +45,14 @@ def limit_cpu_threads(n: int) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """All checks before heavy work; raises ``ConfigError`` (or ``ValueError``)."""
+    """All checks before heavy work; raises ``ConfigError`` (or ``ValueError``). Last, the
+    classes the config names are imported (which imports torch) and checked against its keys."""
     from equiv.experiments import family_module
+    from equiv.instantiate import check_targets
 
     validate_common(cfg)
     family_module(cfg.task.family).validate(cfg)
+    check_targets(cfg)
 
 
 def execute(cfg: DictConfig, run_dir: Path) -> RunReport:
@@ -60,6 +63,9 @@ def execute(cfg: DictConfig, run_dir: Path) -> RunReport:
     (``ConfigError``) rather than skipped or overwritten, unless ``force=true``. Starting a run
     removes any earlier results.json first, so an interrupted run never leaves one behind.
     """
+    threads = cfg.get("cpu_threads")
+    if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0:
+        limit_cpu_threads(threads)          # before validation imports torch (the targets)
     validate(cfg)
     from equiv.checkpoints import config_differences, run_dir_lock
     from equiv.results import RESULTS_FILE, is_complete, read_results
@@ -81,9 +87,6 @@ def execute(cfg: DictConfig, run_dir: Path) -> RunReport:
 
 
 def _run(cfg: DictConfig, plain: dict, run_dir: Path) -> RunReport:
-    if cfg.get("cpu_threads"):
-        limit_cpu_threads(int(cfg.cpu_threads))
-
     from equiv.experiment import RunContext
     from equiv.experiments import family_module
     from equiv.loggers import make_logger

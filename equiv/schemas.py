@@ -4,9 +4,12 @@ Why a check and not Hydra's own schema pattern: a config node here is shaped by 
 (a task file also sets ``method.*`` and top-level keys; tests and presets add ``++method.*``
 keys for every method), and the family decides which schema applies. So the composed config is
 checked against the schema its ``task.family`` / ``method.name`` / ``backbone.name`` /
-``group.name`` / ``logger.name`` selects, by ``check_schemas``: in ``equiv.config.check_composes``
-(before Hydra runs) and in ``equiv.config.validate`` (every job of a sweep). The yaml files stay
-plain, the composed config is not converted, and errors are one line with the key's full path.
+``group._target_`` / ``logger.name`` selects, by ``check_schemas``: in
+``equiv.config.check_composes`` (before Hydra runs) and in ``equiv.config.validate`` (every job
+of a sweep). The yaml files stay plain, the composed config is not converted, and errors are one
+line with the key's full path. A method, backbone or group node whose ``_target_`` lies outside
+the suite (a user's class) gets an open schema: its suite keys are typed here, its constructor's
+keys are checked against the callable's signature (``equiv.instantiate.check_targets``).
 
 Conventions:
   * a field without a default must be present; a field with a default (``absent_ok()``) may be
@@ -28,12 +31,14 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar, Union
+from typing import Annotated, Any, ClassVar, TypeVar, Union
 
 from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from equiv.errors import ConfigError
+from equiv.instantiate import is_suite_target
+from equiv.rl.config import DQNConfig
 
 T = TypeVar("T")
 IGNORED = "ignored"
@@ -213,44 +218,15 @@ class ScanTask(TaskBase):
 # --- task: DQN ---------------------------------------------------------------------------------
 
 @schema
-class DqnSettings:
-    """``equiv.rl.DQNConfig``'s fields (a test keeps them equal); absent ones take its defaults."""
-
-    total_steps: int = absent_ok()
-    num_envs: int = absent_ok()
-    buffer_size: int = absent_ok()
-    batch_size: int = absent_ok()
-    gamma: float = absent_ok()
-    lr: float = absent_ok()
-    learning_starts: int = absent_ok()
-    train_frequency: int = absent_ok()
-    gradient_steps: int = absent_ok()
-    target_update_period: int = absent_ok()
-    tau: float = absent_ok()
-    eps_start: float = absent_ok()
-    eps_end: float = absent_ok()
-    exploration_fraction: float = absent_ok()
-    huber_delta: float = absent_ok()
-    max_grad_norm: float | None = absent_ok()
-    double_dqn: bool = absent_ok()
-    eval_every: int = absent_ok()
-    eval_episodes: int = absent_ok()
-    eval_seed: int = absent_ok()
-    eval_at_start: bool = absent_ok()
-    keep_best: bool = absent_ok()
-    checkpoint_every: int | None = absent_ok()
-
-
-@schema
 class DqnPretrain:
     seed: int
-    dqn: DqnSettings
+    dqn: DQNConfig                               # the trainer's own settings (absent: defaults)
 
 
 @schema
 class DqnFinetune:
     enabled: bool
-    dqn: DqnSettings
+    dqn: DQNConfig
 
 
 @schema
@@ -313,6 +289,8 @@ class Method:
     """Keys of every method. A task may set λ-equitune's settings for every method (the CLIP
     tasks do, so that ``method.lambda_phase.*`` overrides work in sweeps); others ignore them."""
 
+    _target_: str                                # the class (equiv.instantiate builds it)
+    _partial_: bool = absent_ok()
     name: str
     chunk_size: int | None                       # null = all |G|*B views at once
     freeze_lambda: bool = absent_ok()
@@ -345,6 +323,8 @@ METHODS: dict[str, type] = {"vanilla": Method, "equitune": Method,
 
 @schema
 class Backbone:
+    _target_: str                                # the class or loader
+    _partial_: bool = absent_ok()
     name: str
     pretrained: bool                             # false = explicit random init, recorded
 
@@ -391,7 +371,7 @@ class Gpt2(Backbone):
 
 
 @schema
-class TinyGpt2(Gpt2):
+class TinyGpt2(Backbone):
     n_layer: int
     n_embd: int
     n_head: int
@@ -440,20 +420,64 @@ BACKBONES: dict[str, type] = {
 
 @schema
 class Group:
-    """Image, DQN and SCAN groups: built by ``equiv.groups.make_action(name, **kwargs)``."""
+    """Groups whose factory takes nothing from the config (DQN, SCAN, trivial)."""
 
+    _target_: str                                # the factory function
+    _partial_: bool = absent_ok()
     name: str
-    kwargs: dict[str, Any]
 
 
 @schema
-class WordSwapGroup:
+class ImageGroup(Group):
+    output: str                                  # invariant | image
+
+
+@schema
+class WordSwapGroup(Group):
     """NLG word-swap groups (``word_swap_*``)."""
 
-    name: str
     word_set: str
     demographics: list[str]
     on_multi_token: str
+
+
+GROUPS: dict[str, type] = {   # by _target_; other suite targets: Group
+    **{f"equiv.groups.{g}": ImageGroup for g in ("rot90", "rot180", "hflip", "d4")},
+    "equiv.data.nlg.word_swap": WordSwapGroup,
+}
+
+
+# --- a node of one's own -----------------------------------------------------------------------
+
+@schema
+class UserMethod:
+    """A method class from outside the suite: the keys the protocols read."""
+
+    OPEN: ClassVar[bool] = True                  # other keys: the constructor's (checked there)
+    _target_: str
+    _partial_: bool = absent_ok()
+    name: str
+    freeze_lambda: bool = absent_ok()
+    lambda_phase: Ignored[LambdaPhase] = absent_ok()
+
+
+@schema
+class UserBackbone:
+    OPEN: ClassVar[bool] = True
+    _target_: str
+    _partial_: bool = absent_ok()
+    name: str
+    pretrained: bool
+    checkpoint: str | None = absent_ok()
+
+
+@schema
+class UserGroup:
+    OPEN: ClassVar[bool] = True
+    _target_: str
+    _partial_: bool = absent_ok()
+    name: str
+    demographics: list[str] = absent_ok()
 
 
 @schema
@@ -486,19 +510,23 @@ def _select(table: Mapping[str, type], value: object, key: str) -> type:
 
 def schemas_for(cfg: DictConfig) -> dict[str, tuple[type, dict[type, type]]]:
     """The schema of each group node of ``cfg`` (and the family's refinements of its parts)."""
-    task, backbone = cfg.task, cfg.backbone
+    task, method, backbone, group = cfg.task, cfg.method, cfg.backbone, cfg.group
     family = task.get("family")
-    backbone_schema = _select(BACKBONES, backbone.get("name"), "backbone.name")
-    if backbone_schema is QNet:
-        backbone_schema = _select(QNETS, backbone.get("kind"), "backbone.kind")
-    group_name = cfg.group.get("name")
-    word_swap = isinstance(group_name, str) and group_name.startswith("word_swap_")
+    method_schema, backbone_schema, group_schema = UserMethod, UserBackbone, UserGroup
+    if is_suite_target(method):
+        method_schema = _select(METHODS, method.get("name"), "method.name")
+    if is_suite_target(backbone):
+        backbone_schema = _select(BACKBONES, backbone.get("name"), "backbone.name")
+        if backbone_schema is QNet:
+            backbone_schema = _select(QNETS, backbone.get("kind"), "backbone.kind")
+    if is_suite_target(group):
+        group_schema = GROUPS.get(group.get("_target_"), Group)
     refine = {LambdaPhase: LAMBDA_PHASES[family]} if family in LAMBDA_PHASES else {}
     return {
         "task": (_select(TASKS, family, "task.family"), {}),
-        "method": (_select(METHODS, cfg.method.get("name"), "method.name"), refine),
+        "method": (method_schema, refine),
         "backbone": (backbone_schema, {}),
-        "group": (WordSwapGroup if word_swap else Group, {}),
+        "group": (group_schema, {}),
         "logger": (_select(LOGGERS, cfg.logger.get("name"), "logger.name"), {}),
     }
 
@@ -631,7 +659,7 @@ def check_value(value: Any, tp: Any, path: str, refine: Mapping[type, type] | No
 def _check_fields(node: DictConfig, cls: type, path: str, refine: Mapping[type, type],
                   partial: bool) -> None:
     fields = fields_of(cls)
-    unknown = [str(k) for k in node if k not in fields]
+    unknown = [] if getattr(cls, "OPEN", False) else [str(k) for k in node if k not in fields]
     if unknown:
         raise ConfigError(f"{path} has unknown keys {', '.join(unknown)} "
                           f"({', '.join(f'{path}.{k}' for k in unknown)}); valid: "

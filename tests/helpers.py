@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from equiv.config import register_resolvers
 
@@ -43,6 +43,17 @@ def compose_config(*overrides: str, tmp: Path | None = None) -> DictConfig:
         extra += [f"output_root={tmp / 'outputs'}", f"cache_dir={tmp / 'cache'}"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=[*overrides, *extra])
+
+
+def method_from_config(options: dict, backbone, action, input_shape=None):
+    """The method ``options["name"]`` built as its ``configs/method`` yaml builds it, with
+    ``options`` overriding the yaml's keys."""
+    from equiv.instantiate import build
+
+    node = OmegaConf.merge(OmegaConf.load(CONFIG_DIR / "method" / f"{options['name']}.yaml"),
+                           options)
+    return build(node, "method", backbone=backbone, action=action,
+                 optional={"input_shape": input_shape})
 
 
 def talkative_seq2seq(model, action):

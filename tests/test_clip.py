@@ -27,7 +27,7 @@ from equiv.errors import MissingResourceError
 from equiv.experiments.clip import resources
 from equiv.experiments.clip.compat import AuthorsLambdaEquitune
 from equiv.experiments.clip.protocol import cache_view_features
-from equiv.groups import make_action
+from equiv.groups import image_group, rot90
 from equiv.methods import Equitune, Equizero, LambdaEquitune, LambdaNet
 from equiv.testing import assert_invariant, equivariance_error
 from tests.helpers import CONFIG_DIR
@@ -94,7 +94,7 @@ def test_weight_table_agrees_with_open_clip():
 
 @pytest.mark.parametrize("group", ["rot90", "rot180", "hflip", "d4"])
 def test_every_method_is_exactly_invariant(classifier64, group):
-    action = make_action(group)
+    action = image_group(group)
     x = images()
     assert equivariance_error(classifier64, action, x, invariant=True) > 1e-4   # CLIP is not
     for model in methods(classifier64, action).values():
@@ -106,7 +106,7 @@ def test_every_method_is_exactly_invariant(classifier64, group):
 def test_view_selection_follows_g_inverse(classifier64, group):
     """The views of t·x are those of x shifted by t: equizero's choice (and λ's weights) for t·x
     must be g*·t⁻¹. Using t instead of t⁻¹ fails for rotations by ±90°."""
-    action = make_action(group)
+    action = image_group(group)
     x = images(4, seed=1)
     zero = methods(classifier64, action)["equizero"]
     lam = methods(classifier64, action)["lambda_equitune"].eval()
@@ -142,7 +142,7 @@ def test_text_classifier_is_computed_once_and_cached(clip, tmp_path):
 
 
 def test_lambda_features_are_computed_once_per_image_and_element(classifier64):
-    action = make_action("rot90")
+    action = rot90()
     model = methods(classifier64, action)["lambda_equitune"]
     rows = []
     handle = classifier64.visual.register_forward_hook(lambda m, i, o: rows.append(len(i[0])))

@@ -20,11 +20,11 @@ from equiv.backbones.torchvision_cnn import TorchvisionCNN
 from equiv.data.cifar import CIFAR10_CLASSES, load_cifar10_split
 from equiv.errors import ConfigError, MissingResourceError
 from equiv.experiments.image_classification import resources
-from equiv.groups import make_action
-from equiv.methods import Equitune, build_method
+from equiv.groups import image_group, rot90
+from equiv.methods import Equitune
 from equiv.runner import execute, validate
 from equiv.testing import assert_equivariant, assert_invariant, equivariance_error
-from tests.helpers import IMAGE_METHOD_CONFIGS, compose_config
+from tests.helpers import IMAGE_METHOD_CONFIGS, compose_config, method_from_config
 from tests.test_run_e2e import run_py
 
 SIZES = {"resnet18": 32, "alexnet": 64}            # smallest cheap input sizes (AlexNet >= 63)
@@ -69,7 +69,7 @@ def test_checkpoint_is_loaded_and_the_imagenet_head_replaced(tmp_path):
     path.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), path)
     torch.manual_seed(2)
-    net = TorchvisionCNN("resnet18", 10, checkpoint=path)
+    net = TorchvisionCNN("resnet18", 10, weights_file=path)
     assert net.pretrained and torch.equal(net.trunk[0].weight, reference.conv1.weight)
     assert torch.equal(net.trunk[4][0].bn1.running_var, reference.layer1[0].bn1.running_var)
     assert net.classifier.out_features == 10 and net.feature_dim == 512
@@ -80,9 +80,9 @@ def test_corrupt_checkpoint_fails_with_the_fetch_command(tmp_path):
     path = tmp_path / "resnet18-f37072fd.pth"
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"cannot load ImageNet weights .*fetch it again with: X"):
-        TorchvisionCNN("resnet18", 10, checkpoint=path, fetch="X")
+        TorchvisionCNN("resnet18", 10, weights_file=path, fetch="X")
     with pytest.raises(MissingResourceError, match=r"looked in: .*absent\.pth"):
-        TorchvisionCNN("resnet18", 10, checkpoint=tmp_path / "absent.pth", fetch="X")
+        TorchvisionCNN("resnet18", 10, weights_file=tmp_path / "absent.pth", fetch="X")
 
 
 def test_missing_weights_are_refused_before_any_work(tmp_path):
@@ -150,12 +150,12 @@ def backbones():
 @pytest.mark.parametrize("arch", ["resnet18", "alexnet"])
 def test_every_method_is_exactly_invariant(float64, backbones, arch, head):
     backbone = backbones[arch, head]
-    action = make_action("rot90")
+    action = rot90()
     torch.manual_seed(1)
     x = torch.rand(1, 3, 24, 24)           # stored images are smaller; the adapter resizes
     assert equivariance_error(backbone, action, x, invariant=True) > 1e-4   # not by itself
     for name, options in METHODS.items():
-        model = build_method(options, backbone, action, (3, 24, 24)).eval()
+        model = method_from_config(options, backbone, action, (3, 24, 24)).eval()
         try:
             assert_invariant(model, action, x, atol=1e-10)
         except AssertionError as err:
@@ -188,11 +188,11 @@ def test_equivariant_maps_catch_a_g_versus_inverse_mistake(float64, backbones, a
     """C4 acting on the feature maps too (order 4: g ≠ g⁻¹ for quarter turns)."""
     torch.manual_seed(0)
     dense = Dense(backbones[arch, "authors"])
-    action = make_action("rot90", output="image")
+    action = rot90(output="image")
     x = torch.rand(1, 3, 16, 16)
     assert dense(x).shape[-1] in (2, 3)                  # rotations move the map's entries
     for name in ("equitune", "lambda-softmax-input", "equizero-neg_max_prob"):
-        model = build_method(METHODS[name], dense, action, (3, 16, 16)).eval()
+        model = method_from_config(METHODS[name], dense, action, (3, 16, 16)).eval()
         assert_equivariant(model, action, x, atol=1e-10)
     with pytest.raises(AssertionError, match="equivariance error"):
         assert_equivariant(BrokenEquitune(dense, action).eval(), action, x, atol=1e-10)
@@ -201,7 +201,7 @@ def test_equivariant_maps_catch_a_g_versus_inverse_mistake(float64, backbones, a
 @pytest.mark.parametrize("group", ["rot90", "hflip"])
 def test_resizing_commutes_with_the_group(float64, group):
     """Why the group may act on 32×32 images although the network sees 224×224 ones."""
-    action = make_action(group)
+    action = image_group(group)
     cnn = TorchvisionCNN("resnet18", 10, input_size=56).eval()
     x = torch.rand(2, 3, 24, 24)
     for g in action.elements:
@@ -213,7 +213,7 @@ def test_resizing_commutes_with_the_group(float64, group):
 def test_authors_head_and_lambda_match_the_rebuttal_counts(arch, expected):
     """Rebuttal Table R1: 66.6k (ResNet) and 934k (AlexNet) added trainable parameters."""
     cnn = TorchvisionCNN(arch, 10, head="authors", input_size=SIZES[arch])
-    model = build_method({"name": "lambda_equitune"}, cnn, make_action("rot90"))
+    model = method_from_config({"name": "lambda_equitune"}, cnn, rot90())
     added = sum(p.numel() for p in [*cnn.classifier.parameters(), *model.lambda_net.parameters()])
     assert added == expected
 

@@ -59,7 +59,7 @@ class Corridor(gym.Env):
 
 def corridor_net(seed: int = 0) -> QMLP:
     torch.manual_seed(seed)
-    return QMLP(LENGTH, 2, hidden=(32,))
+    return QMLP((LENGTH,), 2, hidden=(32,))
 
 
 SHORT = DQNConfig(total_steps=300, num_envs=2, buffer_size=200, batch_size=16, gamma=0.9, lr=5e-3,
@@ -92,7 +92,7 @@ class Stop(Exception):
 
 def test_qnet_shapes_and_feature_head_interface() -> None:
     torch.manual_seed(0)
-    mlp, cnn = QMLP(4, 3), QCNN(2, 7, 5, channels=(8, 16), hidden=32)
+    mlp, cnn = QMLP((4,), 3), QCNN((2, 7, 7), 5, channels=(8, 16), hidden=32)
     for net, x, n, dim in ((mlp, torch.randn(6, 4), 3, 128),
                            (cnn, torch.randn(6, 2, 7, 7), 5, 32)):
         feats = net.features(x)
@@ -358,7 +358,7 @@ def test_dqn_solves_an_open_5x5_gridworld() -> None:
         return GridworldEnv(size=5, n_obstacles=0)
 
     torch.manual_seed(0)
-    net = QCNN(3, 5, 4, channels=(16,), hidden=64)
+    net = QCNN((3, 5, 5), 4, channels=(16,), hidden=64)
     report = train_dqn(net, make_env, cfg, seed=0)
     assert report["curve"][0]["value"] < 0                     # untrained: mostly times out
     _, returns = evaluate(net, make_env, list(range(5000, 5100)))

@@ -14,11 +14,11 @@ from equiv.methods import Equitune, Equizero, LambdaEquitune, LambdaNet, Vanilla
 from equiv.testing import assert_equivariant, equivariance_error
 
 SYMMETRIES = {   # name: (Q-network factory, observation sampler)
-    "grid_rot90": (lambda: QCNN(3, 5, 4, channels=(4,), hidden=8),
+    "grid_rot90": (lambda: QCNN((3, 5, 5), 4, channels=(4,), hidden=8),
                    lambda gen, b: torch.rand(b, 3, 5, 5, generator=gen)),
-    "cartpole_reflect": (lambda: QMLP(4, 2, hidden=(16,)),
+    "cartpole_reflect": (lambda: QMLP((4,), 2, hidden=(16,)),
                          lambda gen, b: torch.randn(b, 4, generator=gen)),
-    "acrobot_reflect": (lambda: QMLP(6, 3, hidden=(16,)),
+    "acrobot_reflect": (lambda: QMLP((6,), 3, hidden=(16,)),
                         lambda gen, b: torch.randn(b, 6, generator=gen)),
 }
 METHODS = ["equitune", "lambda-softplus", "lambda-softmax", "equizero-equitune",

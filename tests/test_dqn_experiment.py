@@ -126,15 +126,6 @@ def test_lambda_phase_without_a_pretrained_agent_is_refused():
                             "backbone.pretrained=false", "method.lambda_phase.steps=0"))
 
 
-def test_config_keys_are_the_trainer_fields():
-    import dataclasses
-
-    from equiv.experiments.dqn import DQN_KEYS
-    from equiv.rl import DQNConfig
-
-    assert {f.name for f in dataclasses.fields(DQNConfig)} == DQN_KEYS
-
-
 def spy_on(monkeypatch, name):
     """Wrap ``protocol.<name>`` so that the λ-equitune model's weights before and after each
     call are kept (its first argument is the model)."""

@@ -15,11 +15,10 @@ from equiv.backbones import SmallResNet
 from equiv.data import fashion_mnist as fm
 from equiv.data.idx import parse_idx, read_idx, write_idx
 from equiv.errors import IdxFormatError, MissingResourceError
-from equiv.groups import make_action
-from equiv.methods import build_method
+from equiv.groups import image_group
 from equiv.runner import execute, validate
 from equiv.testing import assert_invariant, equivariance_error
-from tests.helpers import IMAGE_METHOD_CONFIGS, compose_config
+from tests.helpers import IMAGE_METHOD_CONFIGS, compose_config, method_from_config
 from tests.test_run_e2e import run_py_cpu
 
 N_TRAIN, N_TEST = 48, 24
@@ -202,8 +201,8 @@ def tiny_resnet() -> SmallResNet:
 @pytest.mark.parametrize("method", sorted(METHOD_CONFIGS))
 def test_every_method_makes_the_residual_cnn_invariant(float64, method, group):
     torch.manual_seed(0)
-    action = make_action(group)
-    model = build_method(METHOD_CONFIGS[method], tiny_resnet(), action, (1, 12, 12)).eval()
+    action = image_group(group)
+    model = method_from_config(METHOD_CONFIGS[method], tiny_resnet(), action, (1, 12, 12)).eval()
     x = torch.randn(2, 1, 12, 12)          # any side works (global pooling); small is fast
     assert_invariant(model, action, x, atol=1e-10)
     assert equivariance_error(model.backbone, action, x, invariant=True) > 1e-3  # not by itself

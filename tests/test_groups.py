@@ -5,18 +5,18 @@ import itertools
 import pytest
 import torch
 
-from equiv.groups import make_action
+from equiv.groups import d4, hflip, image_group, permutation, rot90, rot180, trivial
 
 IMAGE_GROUPS = ["rot90", "rot180", "hflip", "d4"]
 
 
 def all_actions():
-    yield from (make_action(n) for n in IMAGE_GROUPS)
-    yield from (make_action(n, output="image") for n in IMAGE_GROUPS)
-    yield make_action("permutation", in_cycles=[[1, 2, 3]], in_size=6,
+    yield from (image_group(n) for n in IMAGE_GROUPS)
+    yield from (image_group(n, output="image") for n in IMAGE_GROUPS)
+    yield permutation(in_cycles=[[1, 2, 3]], in_size=6,
                       out_cycles=[[0, 4, 2]], out_size=5)
-    yield make_action("permutation", in_cycles=[[1, 2], [3, 4, 5]], in_size=7)
-    yield make_action("trivial")
+    yield permutation(in_cycles=[[1, 2], [3, 4, 5]], in_size=7)
+    yield trivial()
 
 
 def sample_input(action, batch=3, seed=0):
@@ -53,7 +53,7 @@ def test_actions_are_homomorphisms(action):
 
 
 def test_permutation_outputs_are_homomorphism():
-    action = make_action("permutation", in_cycles=[[1, 2, 3]], in_size=6,
+    action = permutation(in_cycles=[[1, 2, 3]], in_size=6,
                          out_cycles=[[0, 4, 2]], out_size=5)
     y = torch.randn(3, 4, 5, dtype=torch.float64)
     for g, h in itertools.product(action.elements, repeat=2):
@@ -81,19 +81,19 @@ def test_stacked_views_are_group_major(action):
 
 def test_image_elements_are_the_documented_transforms():
     x = torch.randn(2, 3, 6, 6)
-    assert torch.equal(make_action("rot90").act_in(x, 1), torch.rot90(x, 1, dims=(-2, -1)))
-    assert torch.equal(make_action("rot180").act_in(x, 1), torch.flip(x, dims=(-2, -1)))
-    assert torch.equal(make_action("hflip").act_in(x, 1), torch.flip(x, dims=(-1,)))
-    d4 = make_action("d4")
-    views = {tuple(d4.act_in(x, g).flatten().tolist()) for g in d4.elements}
-    assert d4.order == 8 and len(views) == 8
+    assert torch.equal(rot90().act_in(x, 1), torch.rot90(x, 1, dims=(-2, -1)))
+    assert torch.equal(rot180().act_in(x, 1), torch.flip(x, dims=(-2, -1)))
+    assert torch.equal(hflip().act_in(x, 1), torch.flip(x, dims=(-1,)))
+    dihedral = d4()
+    views = {tuple(dihedral.act_in(x, g).flatten().tolist()) for g in dihedral.elements}
+    assert dihedral.order == 8 and len(views) == 8
 
 
 def test_orders_and_non_involution():
-    assert [make_action(n).order for n in IMAGE_GROUPS] == [4, 2, 2, 8]
-    rot = make_action("rot90")
+    assert [image_group(n).order for n in IMAGE_GROUPS] == [4, 2, 2, 8]
+    rot = rot90()
     assert rot.inverse(1) == 3
-    perm = make_action("permutation", in_cycles=[[3, 5, 7], [1, 2]], in_size=9)
+    perm = permutation(in_cycles=[[3, 5, 7], [1, 2]], in_size=9)
     assert perm.order == 6
     ids = torch.tensor([[3, 5, 7, 1, 0]])
     assert perm.act_in(ids, 1).tolist() == [[5, 7, 3, 2, 0]]
@@ -102,7 +102,7 @@ def test_orders_and_non_involution():
 
 def test_permutation_output_moves_scores_with_tokens():
     """A one-hot copy of the input token must be equivariant: scores travel with their token."""
-    perm = make_action("permutation", in_cycles=[[1, 2, 3]], in_size=5,
+    perm = permutation(in_cycles=[[1, 2, 3]], in_size=5,
                        out_cycles=[[1, 2, 3]], out_size=5)
     ids = torch.tensor([[1, 4, 3]])
     onehot = torch.nn.functional.one_hot(ids, 5).double()
@@ -111,18 +111,19 @@ def test_permutation_output_moves_scores_with_tokens():
         assert torch.equal(perm.act_out(onehot, g), expected)
 
 
-def test_unknown_group_lists_valid_names():
-    with pytest.raises(ValueError, match="valid: d4, hflip, permutation, rot180, rot90, trivial"):
-        make_action("nonsense")
+def test_unknown_image_group_lists_valid_names():
+    assert image_group("trivial").order == 1
+    with pytest.raises(ValueError, match="valid: rot90, rot180, hflip, d4"):
+        image_group("nonsense")
 
 
 def test_bad_permutation_inputs():
     with pytest.raises(ValueError, match="more than one cycle"):
-        make_action("permutation", in_cycles=[[1, 2], [2, 3]], in_size=5)
+        permutation(in_cycles=[[1, 2], [2, 3]], in_size=5)
     with pytest.raises(ValueError, match="outside the vocabulary"):
-        make_action("permutation", in_cycles=[[1, 9]], in_size=5)
+        permutation(in_cycles=[[1, 9]], in_size=5)
     with pytest.raises(ValueError, match="square"):
-        make_action("rot90").act_in(torch.zeros(1, 1, 3, 4), 1)
+        rot90().act_in(torch.zeros(1, 1, 3, 4), 1)
 
 
 @pytest.mark.parametrize("name", ["rot90", "rot180", "hflip", "d4"])
@@ -133,7 +134,7 @@ def test_all_views_of_small_and_large_images(name, size):
     from equiv.groups.images import SMALL_IMAGE_PIXELS
 
     assert (size * size <= SMALL_IMAGE_PIXELS) == (size == 8)
-    action = make_action(name)
+    action = image_group(name)
     x = torch.randn(3, 2, size, size)
     stacked = action.act_in_all(x)
     for g in action.elements:

@@ -22,10 +22,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from equiv.groups import GroupAction, make_action
-from equiv.methods import LambdaEquitune, LambdaNet, build_method
+from equiv.groups import GroupAction, image_group, rot90
+from equiv.methods import LambdaEquitune, LambdaNet
 from equiv.methods.dropout import GroupDropout, shared_masks
-from tests.helpers import talkative_seq2seq
+from tests.helpers import method_from_config, talkative_seq2seq
 
 EXACT = 1e-10
 BROKEN = 1e-3
@@ -115,7 +115,7 @@ def test_lambda_net_state_dict_is_unchanged():
 def test_plain_dropout_in_a_custom_lambda_net_warns():
     lam = nn.Sequential(nn.Linear(3 * S * S, 8), nn.Dropout(0.5), nn.Linear(8, 1))
     with pytest.warns(UserWarning, match="not equivariant in training mode"):
-        LambdaEquitune(ImageClassifier(), make_action("rot90"), lam)
+        LambdaEquitune(ImageClassifier(), rot90(), lam, lambda_input="input")
 
 
 # ---------------------------------------------------------------------------------- images
@@ -157,11 +157,11 @@ class ImageToImage(nn.Module):
 def test_images(case, group, normalization, dropout):
     torch.manual_seed(0)
     output, source = case.split("-")
-    action = make_action(group, output="image") if output == "image" else make_action(group)
+    action = image_group(group, output="image") if output == "image" else image_group(group)
     backbone = ImageToImage() if output == "image" else ImageClassifier()
     cfg = {"name": "lambda_equitune", "lambda_input": source, "hidden": 16, "dropout": 0.5,
            "normalization": normalization, "chunk_size": 3}        # chunks must not split λ
-    model = build_method(cfg, backbone, action, input_shape=(C, S, S)).train()
+    model = method_from_config(cfg, backbone, action, input_shape=(C, S, S)).train()
     if dropout == "per_view":
         per_view(model)
     x = torch.randn(5, C, S, S)
@@ -176,8 +176,8 @@ def test_library_checks_in_training_mode(dropout):
     from equiv.testing import assert_invariant, equivariance_error
 
     torch.manual_seed(0)
-    act = make_action("rot90")
-    model = LambdaEquitune(ImageClassifier(), act, LambdaNet(C * S * S))
+    act = rot90()
+    model = LambdaEquitune(ImageClassifier(), act, LambdaNet(C * S * S), lambda_input="input")
     assert model.training
     if dropout == "per_view":
         per_view(model)
@@ -194,7 +194,7 @@ def test_image_lambda_phase_minibatch_of_cached_features():
     """The image λ phase's cached-feature minibatch (``[N, G, D]`` rows → group-major stack)
     gives the same output as the model itself, in training mode, for every element."""
     torch.manual_seed(0)
-    action = make_action("rot90")
+    action = rot90()
     model = LambdaEquitune(ImageClassifier(), action, LambdaNet(3 * S * S, hidden=16),
                            lambda_input="features").train()
     x, order = torch.randn(6, C, S, S), action.order
@@ -234,7 +234,7 @@ def test_clip(clip_classifier, combine, group, dropout):
     from equiv.experiments.clip.compat import AuthorsLambdaEquitune
 
     torch.manual_seed(0)
-    action = make_action(group)
+    action = image_group(group)
     lam = LambdaNet(clip_classifier.feature_dim, hidden=16).double()
     if combine == "ours":
         model = LambdaEquitune(clip_classifier, action, lam, lambda_input="features")
@@ -255,7 +255,7 @@ def scan_wrapper(method: str, group: str, cell: str):
     from equiv.backbones.seq2seq import Seq2Seq
     from equiv.data.scan import all_commands
     from equiv.data.vocab import Vocab
-    from equiv.groups.words import word_action
+    from equiv.groups import words
     from equiv.methods.sequence import build_seq2seq_wrapper
 
     pairs = all_commands()
@@ -263,7 +263,7 @@ def scan_wrapper(method: str, group: str, cell: str):
     tgt_vocab = Vocab(w for _, a in pairs for w in a.split())
     torch.manual_seed(0)
     model = Seq2Seq(len(src_vocab), len(tgt_vocab), hidden=12, cell=cell, dropout=0.3).double()
-    action = word_action(group, src_vocab, tgt_vocab)
+    action = getattr(words, group)(src_vocab, tgt_vocab)
     talkative_seq2seq(model, action)
     lam = LambdaNet(12, hidden=8).double() if method == "lambda_equitune" else None
     sym = build_seq2seq_wrapper(model, action, method, lambda_net=lam).train()
@@ -364,7 +364,7 @@ def test_eval_mode_is_bit_identical_to_per_view_dropout():
     import copy
 
     torch.manual_seed(0)
-    action = make_action("rot90")
+    action = rot90()
     model = LambdaEquitune(ImageClassifier(), action, LambdaNet(3 * S * S),
                            lambda_input="features").eval()
     old = per_view(copy.deepcopy(model)).eval()
@@ -389,8 +389,8 @@ def test_dqn_q_values_are_equivariant(source, dropout):
 
     torch.manual_seed(0)
     action = make_env_action("grid_rot90")
-    qnet = QCNN(3, 5, 4, channels=(4,), hidden=8)
-    model = build_method({"name": "lambda_equitune", "lambda_input": source, "hidden": 16,
+    qnet = QCNN((3, 5, 5), 4, channels=(4,), hidden=8)
+    model = method_from_config({"name": "lambda_equitune", "lambda_input": source, "hidden": 16,
                           "dropout": 0.5}, qnet, action, input_shape=(3, 5, 5)).train()
     if dropout == "per_view":
         per_view(model)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from equiv.experiments.image_classification.protocol import lambda_weight_summary
-from equiv.groups import make_action
+from equiv.groups import rot90
 from equiv.runner import execute
 from tests.helpers import TINY, compose_config
 
@@ -28,7 +28,7 @@ def test_summary_indexes_views_relative_to_the_upright_one(monkeypatch):
     import equiv.experiments.image_classification.protocol as protocol
 
     monkeypatch.setattr(protocol, "LambdaEquitune", FixedLambda)
-    rot = make_action("rot90")
+    rot = rot90()
     g = torch.tensor([3, 3, 0, 2])          # view 1 undoes g = 3 (1·3 = 0 in C4)
     summary = lambda_weight_summary(FixedLambda(rot), torch.zeros(4, 1, 4, 4), g, rot, 3,
                                     torch.device("cpu"))

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from equiv.groups import make_action
+from equiv.groups import d4, permutation, rot90
 from equiv.methods import Equitune, Equizero, LambdaEquitune, LambdaNet, Vanilla
 
 
@@ -35,26 +35,26 @@ def views(backbone, action, x):
 
 @pytest.mark.parametrize("make", [
     lambda b, a: Equitune(b, a),
-    lambda b, a: LambdaEquitune(b, a, LambdaNet(32, hidden=8).double()),
+    lambda b, a: LambdaEquitune(b, a, LambdaNet(32, hidden=8).double(), lambda_input="input"),
     lambda b, a: Equizero(b, a, "entropy"),
 ])
 def test_one_batched_backbone_call(make, x):
     backbone = CountingBackbone(classifier())
-    model = make(backbone, make_action("d4"))
+    model = make(backbone, d4())
     model(x)
     assert backbone.calls == 1 and backbone.rows == [8 * 3]
 
 
 def test_chunking_gives_the_same_result(x):
     backbone = CountingBackbone(classifier())
-    full = Equitune(backbone, make_action("d4"))(x)
-    chunked = Equitune(backbone, make_action("d4"), chunk_size=5)(x)
+    full = Equitune(backbone, d4())(x)
+    chunked = Equitune(backbone, d4(), chunk_size=5)(x)
     assert torch.allclose(full, chunked, atol=1e-12)
     assert backbone.rows[1:] == [5, 5, 5, 5, 4]
 
 
 def test_equitune_is_the_group_mean(x):
-    backbone, action = classifier(), make_action("rot90")
+    backbone, action = classifier(), rot90()
     assert torch.allclose(Equitune(backbone, action)(x), views(backbone, action, x).mean(0))
 
 
@@ -65,14 +65,16 @@ class ConstantScore(nn.Module):
 
 @pytest.mark.parametrize("norm", ["softplus", "softmax"])
 def test_constant_lambda_is_equitune(norm, x):
-    backbone, action = classifier(), make_action("d4")
-    lam = LambdaEquitune(backbone, action, ConstantScore(), normalization=norm)
+    backbone, action = classifier(), d4()
+    lam = LambdaEquitune(backbone, action, ConstantScore(), normalization=norm,
+                         lambda_input="input")
     assert torch.allclose(lam(x), Equitune(backbone, action)(x), atol=1e-12)
 
 
 def test_lambda_weights_are_a_convex_combination(x):
     torch.manual_seed(3)
-    model = LambdaEquitune(classifier(), make_action("rot90"), LambdaNet(32, 8).double()).eval()
+    model = LambdaEquitune(classifier(), rot90(), LambdaNet(32, 8).double(),
+                           lambda_input="input").eval()
     w = model.lambda_weights(x)
     assert w.shape == (3, 4) and (w > 0).all()
     assert torch.allclose(w.sum(1), torch.ones(3, dtype=torch.float64))
@@ -81,7 +83,7 @@ def test_lambda_weights_are_a_convex_combination(x):
 
 
 def test_equizero_picks_the_lowest_proxy(x):
-    backbone, action = classifier(), make_action("rot90")
+    backbone, action = classifier(), rot90()
     y = views(backbone, action, x)                                   # [G, B, K]
     ent = -(y.log_softmax(-1).exp() * y.log_softmax(-1)).sum(-1)     # [G, B]
     expected = y[ent.argmin(0), torch.arange(3)]
@@ -93,7 +95,7 @@ def test_equizero_picks_the_lowest_proxy(x):
 
 @pytest.mark.parametrize("surrogate", ["equitune", "identity"])
 def test_equizero_straight_through_gradient(surrogate, x):
-    action = make_action("rot90")
+    action = rot90()
     model = Equizero(classifier(), action, "neg_max_logit", surrogate=surrogate).train()
     out = model(x)
     assert torch.allclose(out, model.eval()(x), atol=1e-12)      # forward value is equizero's
@@ -111,13 +113,14 @@ def test_vanilla_is_the_backbone(x):
 
 
 def test_bad_options_are_rejected():
-    backbone, action = classifier(), make_action("rot90")
+    backbone, action = classifier(), rot90()
     with pytest.raises(ValueError, match="unknown proxy"):
         Equizero(backbone, action, "nope")
     with pytest.raises(ValueError, match="surrogate"):
         Equizero(backbone, action, "entropy", surrogate="nope")
     with pytest.raises(ValueError, match="normalization"):
-        LambdaEquitune(backbone, action, ConstantScore(), normalization="nope")
+        LambdaEquitune(backbone, action, ConstantScore(), normalization="nope",
+                       lambda_input="input")
     with pytest.raises(ValueError, match="features"):
         LambdaEquitune(backbone, action, ConstantScore(), lambda_input="features")
 
@@ -125,7 +128,7 @@ def test_bad_options_are_rejected():
 def test_equizero_averages_tied_views():
     """An input fixed by the group has identical views; equizero must average, not pick one,
     or ``F(g·x) = F(x) ≠ g·F(x)`` for the output action."""
-    action = make_action("permutation", in_cycles=[[1, 2, 3]], in_size=6,
+    action = permutation(in_cycles=[[1, 2, 3]], in_size=6,
                          out_cycles=[[1, 2, 3]], out_size=6)
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Embedding(6, 6), nn.Flatten(), nn.Linear(12, 6)).double()

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from equiv.groups import make_action
+from equiv.groups import d4, hflip, image_group, permutation, rot90, rot180, trivial
 from equiv.methods import Equitune, Equizero, LambdaEquitune, LambdaNet, Vanilla
 from equiv.testing import assert_equivariant, assert_invariant, equivariance_error
 
@@ -82,24 +82,22 @@ class TokenLambda(nn.Module):
 
 CASES = {
     # name: (action factory, backbone factory, λ-net factory, input factory, invariant?)
-    "rot90-invariant": (lambda: make_action("rot90"), ImageClassifier, "image", "image", True),
-    "rot180-invariant": (lambda: make_action("rot180"), ImageClassifier, "image", "image", True),
-    "hflip-invariant": (lambda: make_action("hflip"), ImageClassifier, "image", "image", True),
-    "d4-invariant": (lambda: make_action("d4"), ImageClassifier, "image", "image", True),
-    "rot90-image": (lambda: make_action("rot90", output="image"), ImageToImage, "image", "image",
-                    False),
-    "d4-image": (lambda: make_action("d4", output="image"), ImageToImage, "image", "image", False),
-    "hflip-image": (lambda: make_action("hflip", output="image"), ImageToImage, "image", "image",
-                    False),
-    "perm-3cycle": (lambda: make_action("permutation", in_cycles=[[1, 2, 3]], in_size=V,
+    "rot90-invariant": (rot90, ImageClassifier, "image", "image", True),
+    "rot180-invariant": (rot180, ImageClassifier, "image", "image", True),
+    "hflip-invariant": (hflip, ImageClassifier, "image", "image", True),
+    "d4-invariant": (d4, ImageClassifier, "image", "image", True),
+    "rot90-image": (lambda: rot90(output="image"), ImageToImage, "image", "image", False),
+    "d4-image": (lambda: d4(output="image"), ImageToImage, "image", "image", False),
+    "hflip-image": (lambda: hflip(output="image"), ImageToImage, "image", "image", False),
+    "perm-3cycle": (lambda: permutation(in_cycles=[[1, 2, 3]], in_size=V,
                                         out_cycles=[[1, 2, 3]], out_size=V),
                     TokenModel, "token", "token", False),
-    "perm-6": (lambda: make_action("permutation", in_cycles=[[1, 2, 3], [4, 5]], in_size=V,
+    "perm-6": (lambda: permutation(in_cycles=[[1, 2, 3], [4, 5]], in_size=V,
                                    out_cycles=[[0, 2, 4]], out_size=V),
                TokenModel, "token", "token", False),
-    "perm-invariant": (lambda: make_action("permutation", in_cycles=[[0, 5, 1]], in_size=V),
+    "perm-invariant": (lambda: permutation(in_cycles=[[0, 5, 1]], in_size=V),
                        TokenModel, "token", "token", True),
-    "trivial": (lambda: make_action("trivial"), ImageClassifier, "image", "image", False),
+    "trivial": (trivial, ImageClassifier, "image", "image", False),
 }
 
 
@@ -125,7 +123,8 @@ def build(method, case):
             lam = LambdaNet(3 * S * S, hidden=16, dropout=0.0)
             return LambdaEquitune(backbone, action, lam, normalization=norm,
                                   lambda_input="features")
-        return LambdaEquitune(backbone, action, make_lambda(lam_kind), normalization=norm)
+        return LambdaEquitune(backbone, action, make_lambda(lam_kind), normalization=norm,
+                              lambda_input="input")
     if method.startswith("equizero"):
         _, proxy, surrogate = method.split("-")
         return Equizero(backbone, action, proxy, surrogate=surrogate)
@@ -212,12 +211,12 @@ def test_equivariant_backbone_has_zero_error_under_vanilla(name):
     torch.manual_seed(0)
     x = make_input("image", 0, 3)
     dense, pooled = Vanilla(PointwiseImage()), Vanilla(PooledClassifier())
-    assert equivariance_error(dense, make_action(name, output="image"), x) == 0.0
-    assert equivariance_error(pooled, make_action(name), x) <= 1e-15
+    assert equivariance_error(dense, image_group(name, output="image"), x) == 0.0
+    assert equivariance_error(pooled, image_group(name), x) <= 1e-15
 
 
 def test_equivariant_token_backbone_has_zero_error_under_vanilla():
-    action = make_action("permutation", in_cycles=[[1, 2, 3]], in_size=V,
+    action = permutation(in_cycles=[[1, 2, 3]], in_size=V,
                          out_cycles=[[1, 2, 3]], out_size=V)
     x = make_input("token", 0, 4)
     assert equivariance_error(Vanilla(CopyTokens()), action, x) == 0.0

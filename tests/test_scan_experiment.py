@@ -18,7 +18,8 @@ from equiv.experiments.scan.views import (
     training_file_commands,
     view_ceiling,
 )
-from equiv.groups.words import word_action
+from equiv.groups import words
+from equiv.groups.words import word_permutation
 from equiv.pretraining import save_atomic
 from equiv.runner import execute, validate
 from tests.helpers import CONFIG_DIR, compose_config
@@ -189,7 +190,7 @@ TOY_TEST = [("a twice", "A A"),      # only its view under g=1 ("b twice") is in
 
 
 def toy_action():
-    return word_action("toy4", TOY_IN, TOY_OUT, [["a", "b", "c", "d"]], [["A", "B", "C", "D"]])
+    return word_permutation([["a", "b", "c", "d"]], [["A", "B", "C", "D"]], TOY_IN, TOY_OUT)
 
 
 def test_view_ceiling_on_a_toy_order4_group():
@@ -239,7 +240,7 @@ def test_oracle_maps_the_in_training_view_back_by_the_inverse():
 ])
 def test_view_ceilings_of_the_scan_splits(split, group, ceiling, seen):
     data = load(split, 0.2, 0)
-    action = word_action(group, data.in_vocab, data.out_vocab)
+    action = getattr(words, group)(data.in_vocab, data.out_vocab)
     full = in_training_views(data.test.src, action, training_file_commands(split, data.in_vocab))
     part = in_training_views(data.test.src, action,
                              command_ids([c for c, _ in data.train.pairs], data.in_vocab))

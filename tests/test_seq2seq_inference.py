@@ -146,13 +146,13 @@ def test_equitune_decoding_uses_the_frozen_step_with_equal_outputs(method, monke
     """Equitune/λ-equitune decode step by step through the frozen step in eval mode: the
     combined log-probabilities equal those of the module's own step (float64)."""
     from equiv.experiments.scan.data import load
-    from equiv.groups.words import word_action
+    from equiv.groups.words import scan_verb4
     from equiv.methods.sequence import build_seq2seq_wrapper
 
     data = load("add_jump", 0.2, 0, 64)
     torch.manual_seed(0)
     model = Seq2Seq(len(data.in_vocab), len(data.out_vocab), hidden=16).double().eval()
-    action = word_action("scan_verb4", data.in_vocab, data.out_vocab)
+    action = scan_verb4(data.in_vocab, data.out_vocab)
     lam = torch.nn.Linear(16, 1).double() if method == "lambda_equitune" else None
     sym = build_seq2seq_wrapper(model, action, method, lambda_net=lam).eval()
     src = data.test.src[:24]

@@ -6,7 +6,7 @@ import torch
 from equiv.backbones.seq2seq import Seq2Seq, pad_batch
 from equiv.data.scan import all_commands
 from equiv.data.vocab import PAD, Vocab
-from equiv.groups.words import WORD_GROUPS, word_action
+from equiv.groups import words
 from equiv.methods import LambdaNet
 from equiv.methods.sequence import EquituneSeq2Seq, build_seq2seq_wrapper
 from tests.helpers import talkative_seq2seq
@@ -30,7 +30,7 @@ def commands_moved_by(action, n=24, seed=0):
 def wrapped(method, name, cell):
     torch.manual_seed(0)
     model = Seq2Seq(len(IN), len(OUT), hidden=12, cell=cell).double().eval()
-    action = word_action(name, IN, OUT)
+    action = getattr(words, name)(IN, OUT)
     talkative_seq2seq(model, action)
     base, _, option = method.partition("-")
     lam = LambdaNet(12, hidden=8, dropout=0.0).double() if base == "lambda_equitune" else None
@@ -40,7 +40,7 @@ def wrapped(method, name, cell):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("name", sorted(WORD_GROUPS))
+@pytest.mark.parametrize("name", ["scan_direction", "scan_verb", "scan_verb4"])
 @pytest.mark.parametrize("method", METHODS)
 def test_decoding_is_equivariant(method, name, cell):
     sym = wrapped(method, name, cell)

@@ -86,8 +86,9 @@ class CausalLM(nn.Module):
         return [self.eos_id, *(i for i, s in enumerate(texts) if "\n" in s and i != self.eos_id)]
 
 
-def load_gpt2(name: str, cache_dir: str | Path, offline: bool | None = None) -> CausalLM:
-    """Pretrained GPT-2 (``gpt2``, ``gpt2-medium``, ...) from ``cache_dir/huggingface``.
+def load_gpt2(model: str, cache_dir: str | Path, offline: bool | None = None) -> CausalLM:
+    """Pretrained GPT-2 ``model`` (``gpt2``, ``gpt2-medium``, ...) from
+    ``cache_dir/huggingface``.
 
     Only local files are read (``scripts/prefetch.py`` downloads; a run never contacts the hub);
     missing weights raise ``MissingResourceError`` naming the fetch command, never a random
@@ -98,14 +99,14 @@ def load_gpt2(name: str, cache_dir: str | Path, offline: bool | None = None) -> 
     offline = True if offline is None else offline       # runs: local files only
     folder = hf_cache_dir(cache_dir)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, cache_dir=folder,
+        tokenizer = AutoTokenizer.from_pretrained(model, cache_dir=folder,
                                                   local_files_only=offline)
-        model = GPT2LMHeadModel.from_pretrained(name, cache_dir=folder, local_files_only=offline)
+        net = GPT2LMHeadModel.from_pretrained(model, cache_dir=folder, local_files_only=offline)
     except (OSError, ValueError) as err:
-        where = [folder] if offline else [folder, f"https://huggingface.co/{name}"]
-        raise MissingResourceError(f"GPT-2 weights {name!r}", where, FETCH_COMMAND) from err
-    model.eval()
-    return CausalLM(model, tokenizer, name, pretrained=True)
+        where = [folder] if offline else [folder, f"https://huggingface.co/{model}"]
+        raise MissingResourceError(f"GPT-2 weights {model!r}", where, FETCH_COMMAND) from err
+    net.eval()
+    return CausalLM(net, tokenizer, model, pretrained=True)
 
 
 def word_level_tokenizer(words: Iterable[str]):

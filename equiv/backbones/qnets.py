@@ -1,11 +1,14 @@
 """Q-networks for DQN: observations ``[B, *obs_shape]`` → Q-values ``[B, n_actions]``.
 
 Both expose ``features``/``head``/``feature_dim`` like :class:`equiv.backbones.SmallCNN`, so
-λ-equitune can score the views of a pretrained Q-network from its own features.
+λ-equitune can score the views of a pretrained Q-network from its own features. Both take the
+environment's ``obs_shape`` and ``n_actions`` (what the DQN protocol supplies to any Q-network a
+config names); the defaults are ``configs/backbone/qnet_{mlp,cnn}.yaml``'s.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -18,12 +21,13 @@ class QMLP(nn.Module):
     any spatial structure).
     """
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int] = (128, 128)) -> None:
+    def __init__(self, obs_shape: Sequence[int], n_actions: int,
+                 hidden: Sequence[int] = (128, 128)) -> None:
         super().__init__()
         if not hidden:
             raise ValueError("QMLP needs at least one hidden layer (its features)")
         layers: list[nn.Module] = [nn.Flatten()]
-        d_in = obs_dim
+        d_in = math.prod(obs_shape)
         for d_out in hidden:
             layers += [nn.Linear(d_in, d_out), nn.ReLU()]
             d_in = d_out
@@ -42,16 +46,18 @@ class QMLP(nn.Module):
 
 
 class QCNN(nn.Module):
-    """3×3 conv blocks keeping the ``N×N`` grid (padding 1) → flatten → hidden layer → head.
+    """3×3 conv blocks keeping the ``N×N`` grid (padding 1) → flatten → hidden layer → head,
+    on observations ``[C, N, N]``.
 
     No pooling: the grids are tiny (N ≈ 5–9) and position matters for the Q-values. Like
     :class:`SmallCNN` it is deliberately not rotation-invariant, so that symmetrizing it is a
     real change.
     """
 
-    def __init__(self, in_channels: int, grid_size: int, n_actions: int,
+    def __init__(self, obs_shape: Sequence[int], n_actions: int,
                  channels: Sequence[int] = (16, 32), hidden: int = 64) -> None:
         super().__init__()
+        in_channels, grid_size = int(obs_shape[0]), int(obs_shape[1])
         layers: list[nn.Module] = []
         c_in = in_channels
         for c_out in channels:

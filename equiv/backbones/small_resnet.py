@@ -44,7 +44,7 @@ class SmallResNet(nn.Module):
     features, as for ``SmallCNN``; call ``eval()`` before testing (BatchNorm).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 16,
+    def __init__(self, in_channels: int, num_classes: int, width: int = 8,
                  blocks: Sequence[int] = (2, 2, 2, 2)) -> None:
         super().__init__()
         self.stem = nn.Sequential(conv3x3(in_channels, width), nn.BatchNorm2d(width),

@@ -3,7 +3,7 @@
 The paper transfers torchvision's ImageNet ResNet-18 and AlexNet to rot90-CIFAR10. Weights come
 only from a checkpoint file already on disk (the caller finds it under ``cache_dir``;
 ``scripts/prefetch.py`` downloads it): nothing is downloaded here and nothing is silently
-replaced by random weights (``checkpoint=None`` is the explicit random initialisation).
+replaced by random weights (``weights_file=None`` is the explicit random initialisation).
 
 Inputs are images in [0, 1] (or uint8) of any square size. The adapter resizes them to
 ``input_size`` (bilinear, like torchvision's ``Resize``) and normalises them with the weights'
@@ -98,14 +98,14 @@ def split_network(net: nn.Module, arch: str, head: str,
 class TorchvisionCNN(nn.Module):
     """``preprocess → trunk`` (the ``features``) ``→ classifier`` (the new ``head``).
 
-    ``checkpoint``: a torchvision ImageNet state dict file, loaded before the ImageNet head is
-    replaced; ``None`` = random initialisation (explicitly asked for). Call ``eval()`` before
-    testing (BatchNorm, dropout).
+    ``weights_file``: a torchvision ImageNet state dict file, loaded before the ImageNet head is
+    replaced; ``None`` = random initialisation (explicitly asked for). ``weights``: the tag
+    whose normalisation statistics apply. Call ``eval()`` before testing (BatchNorm, dropout).
     """
 
     def __init__(self, arch: str, num_classes: int, head: str = "replace",
-                 input_size: int = 224, checkpoint: Path | None = None,
-                 weights_tag: str = "IMAGENET1K_V1",
+                 input_size: int = 224, weights_file: Path | None = None,
+                 weights: str = "IMAGENET1K_V1",
                  fetch: str = "python scripts/prefetch.py task=cnn_cifar10_rot90") -> None:
         super().__init__()
         from torchvision import models
@@ -115,12 +115,12 @@ class TorchvisionCNN(nn.Module):
         if input_size < MIN_INPUT_SIZE[arch]:
             raise ValueError(f"{arch} needs input_size >= {MIN_INPUT_SIZE[arch]}")
         net = getattr(models, arch)(weights=None)
-        if checkpoint is not None:
-            load_imagenet_state(net, checkpoint, fetch)
-        stats = imagenet_weights(arch, weights_tag).transforms()
+        if weights_file is not None:
+            load_imagenet_state(net, weights_file, fetch)
+        stats = imagenet_weights(arch, weights).transforms()
         self.register_buffer("mean", torch.tensor(stats.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(stats.std).view(1, 3, 1, 1), persistent=False)
-        self.arch, self.input_size, self.pretrained = arch, input_size, checkpoint is not None
+        self.arch, self.input_size, self.pretrained = arch, input_size, weights_file is not None
         self.trunk, self.classifier, self.feature_dim = split_network(net, arch, head, num_classes)
 
     def preprocess(self, x: Tensor) -> Tensor:

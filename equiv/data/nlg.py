@@ -100,6 +100,26 @@ def token_cycles(words: WordCycles, encode: Callable[[str], list[int]],
 
 
 @dataclass(frozen=True)
+class WordSwap:
+    """A word-swap group before it meets a tokenizer: cycles of words (the tiny test model's
+    vocabulary needs them first), turned into token ids by ``tokens``."""
+
+    words: WordCycles
+    on_multi_token: str = "error"
+
+    def tokens(self, encode: Callable[[str], list[int]], unk_id: int | None = None) -> VocabGroup:
+        return token_cycles(self.words, encode, unk_id, self.on_multi_token)
+
+
+def word_swap(word_set: str, on_multi_token: str = "error") -> WordSwap:
+    """The demographic words ``WORD_SETS[word_set]`` swapped cyclically; ``on_multi_token``:
+    a word that is not one token is an ``error``, or its cycle is dropped (``drop``)."""
+    if word_set not in WORD_SETS:
+        raise ValueError(f"unknown word set {word_set!r}; valid: {', '.join(WORD_SETS)}")
+    return WordSwap(WORD_SETS[word_set](), on_multi_token)
+
+
+@dataclass(frozen=True)
 class Prompt:
     demographic: str
     template: str
@@ -136,12 +156,12 @@ def prompts(demographics: Sequence[str], context: str) -> list[Prompt]:
 def vocab_action(group: VocabGroup, vocab_size: int, name: str = "word_swap"):
     """The cyclic group of ``group``'s token cycles acting on context ids and next-token
     scores; the trivial group (identity permutations) when there are no cycles."""
-    from equiv.groups import make_action
+    from equiv.groups import permutation
     from equiv.groups.words import identity_word_action
 
     if not group.cycles:
         return identity_word_action(vocab_size, vocab_size)
-    action = make_action("permutation", in_cycles=group.cycles, in_size=vocab_size,
-                         out_cycles=group.cycles, out_size=vocab_size)
+    action = permutation(in_cycles=group.cycles, in_size=vocab_size, out_cycles=group.cycles,
+                         out_size=vocab_size)
     action.name = name
     return action

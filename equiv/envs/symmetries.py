@@ -105,14 +105,27 @@ def _element(sym: EnvSymmetry, g: int) -> int:
     return int(g)
 
 
-def make_env_action(name: str, **kwargs: Any) -> GroupAction:
+def make_env_action(name: str) -> GroupAction:
     """The group action of symmetry ``name`` on observations ``[B, ...]`` and Q-values
-    ``[B, n_actions]``. No symmetry has options yet; ``kwargs`` mirrors ``make_action``."""
+    ``[B, n_actions]``."""
     sym = _symmetry(name)
-    if kwargs:
-        raise ValueError(f"symmetry {name!r} takes no options, got {sorted(kwargs)}")
     rep_out = LastDimPermutation(power_table(sym.action_perm, sym.order))
     return GroupAction(name, cyclic_table(sym.order), sym.rep_in(), rep_out)
+
+
+def grid_rot90() -> GroupAction:
+    """Gridworld: the grid rotated by multiples of 90°, the four moves cycled (order 4)."""
+    return make_env_action("grid_rot90")
+
+
+def cartpole_reflect() -> GroupAction:
+    """CartPole: the mirror (state negated), left and right pushes swapped."""
+    return make_env_action("cartpole_reflect")
+
+
+def acrobot_reflect() -> GroupAction:
+    """Acrobot: the mirror (sines and angular velocities negated), torques reversed."""
+    return make_env_action("acrobot_reflect")
 
 
 def transform_state(name: str, state: Any, g: int) -> Any:

@@ -104,6 +104,11 @@ class GroupAction:
     def elements(self) -> range:
         return range(self.order)
 
+    def acts_like(self, other: GroupAction) -> bool:
+        """The same group acting the same way on inputs, whatever the names: e.g. whether a
+        symmetrizer's group is the task's test-time transformation group."""
+        return self.cayley == other.cayley and self.rep_in == other.rep_in
+
     def compose(self, g: int, h: int) -> int:
         """The element ``g·h`` (apply ``h`` first, then ``g``)."""
         return self.cayley.compose(g, h)

@@ -41,6 +41,12 @@ class PixelPermutation(Representation):
         self.elements = tuple(elements)
         self._cache: dict[tuple[int, int, torch.device], Tensor] = {}
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PixelPermutation) and self.elements == other.elements
+
+    def __hash__(self) -> int:
+        return hash(self.elements)
+
     def _index(self, h: int, w: int, device: torch.device) -> Tensor:
         key = (h, w, device)
         if key not in self._cache:
@@ -85,3 +91,4 @@ ROT90 = ((0, 0), (1, 0), (2, 0), (3, 0))
 ROT180 = ((0, 0), (2, 0))
 HFLIP = ((0, 0), (0, 1))
 D4 = (*ROT90, (0, 1), (1, 1), (2, 1), (3, 1))
+IMAGE_ELEMENTS = {"rot90": ROT90, "rot180": ROT180, "hflip": HFLIP, "d4": D4}

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from equiv.methods.base import Equitune, Symmetrizer, Vanilla
 from equiv.methods.equizero import PROXIES, Equizero
-from equiv.methods.factory import METHOD_NAMES, build_method
 from equiv.methods.lambda_equitune import LambdaEquitune, LambdaNet, normalize_weights
 
 __all__ = [
-    "METHOD_NAMES",
     "PROXIES",
     "Equitune",
     "Equizero",
@@ -16,6 +14,5 @@ __all__ = [
     "LambdaNet",
     "Symmetrizer",
     "Vanilla",
-    "build_method",
     "normalize_weights",
 ]

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from equiv.groups import GroupAction, make_action
+from equiv.groups import GroupAction, trivial
 
 V = TypeVar("V")
 
@@ -51,7 +51,7 @@ class Vanilla(Symmetrizer):
 
     def __init__(self, backbone: nn.Module, action: GroupAction | None = None,
                  chunk_size: int | None = None) -> None:
-        super().__init__(backbone, action or make_action("trivial"), chunk_size)
+        super().__init__(backbone, action or trivial(), chunk_size)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.backbone(x)

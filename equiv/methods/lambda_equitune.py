@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch.nn.functional as F
@@ -34,6 +36,18 @@ class LambdaNet(nn.Module):
         return self.net(x.float() if not x.is_floating_point() else x).squeeze(-1)
 
 
+def lambda_in_features(backbone: nn.Module, lambda_input: LambdaInput,
+                       input_shape: Sequence[int] | None) -> int:
+    """The λ-network's input size: the backbone's ``feature_dim``, or one input's size."""
+    if lambda_input == "features":
+        if getattr(backbone, "feature_dim", None) is None:
+            raise ValueError("lambda_input='features' needs a backbone with feature_dim")
+        return int(backbone.feature_dim)
+    if input_shape is None:
+        raise ValueError("lambda_input='input' needs the input shape (input_shape)")
+    return math.prod(input_shape)
+
+
 def view_scores(lambda_net: nn.Module, stack: Tensor, order: int) -> Tensor:
     """λ's raw scores ``[|G|, B]`` of a whole group-major stack ``[|G|·B, ...]`` of views, in
     one call so that each example's views share its dropout masks (never call it on a chunk)."""
@@ -58,11 +72,17 @@ class LambdaEquitune(Symmetrizer):
     backbone's features of it (the authors' choice), which needs a backbone with ``features`` and
     ``head`` and costs no extra backbone pass. ``detach_features`` keeps λ's gradient out of the
     backbone, as the authors' frozen second copy did, without keeping a second copy.
+
+    Without a ``lambda_net`` the paper's :class:`LambdaNet` (``hidden``, ``dropout``) is built
+    on the backbone's ``feature_dim`` or, scoring inputs, on ``input_shape`` (one example).
+    The defaults are ``configs/method/lambda_equitune.yaml``'s (a test keeps them equal).
     """
 
-    def __init__(self, backbone: nn.Module, action: GroupAction, lambda_net: nn.Module,
-                 normalization: Normalization = "softplus", lambda_input: LambdaInput = "input",
-                 detach_features: bool = True, chunk_size: int | None = None) -> None:
+    def __init__(self, backbone: nn.Module, action: GroupAction,
+                 lambda_net: nn.Module | None = None, normalization: Normalization = "softplus",
+                 lambda_input: LambdaInput = "features", detach_features: bool = True,
+                 hidden: int = 100, dropout: float = 0.5,
+                 input_shape: Sequence[int] | None = None, chunk_size: int | None = None) -> None:
         super().__init__(backbone, action, chunk_size)
         if lambda_input == "features" and not (hasattr(backbone, "features")
                                                and hasattr(backbone, "head")):
@@ -72,6 +92,9 @@ class LambdaEquitune(Symmetrizer):
         if normalization not in ("softplus", "softmax"):
             raise ValueError(
                 f"normalization must be 'softplus' or 'softmax', got {normalization!r}")
+        if lambda_net is None:
+            lambda_net = LambdaNet(lambda_in_features(backbone, lambda_input, input_shape),
+                                   hidden=hidden, dropout=dropout)
         warn_per_view_dropout(lambda_net)
         self.lambda_net = lambda_net
         self.normalization = normalization

@@ -57,19 +57,18 @@ def _task(env: str) -> tuple[Any, Any]:
 
 def _model(env: str, method: str, task: Any, backbone: Any) -> torch.nn.Module:
     from equiv.experiments.dqn.environments import env_factory
-    from equiv.experiments.dqn.protocol import build_qnet, group_action
-    from equiv.methods import build_method
+    from equiv.experiments.dqn.protocol import build_qnet
+    from equiv.instantiate import build
 
-    cfg = OmegaConf.create({"backbone": backbone,
-                            "group": {"name": "trivial" if method == "vanilla"
-                                      else task.compatible_groups[0]}})
+    group = "trivial" if method == "vanilla" else task.compatible_groups[0]
     torch.manual_seed(0)
-    qnet = build_qnet(cfg, env_factory(env, task.env_kwargs, restricted=False))
-    # The method's options as a run composes them (its ``${task.*}`` defaults resolved).
-    both = OmegaConf.create({"task": task, "method": OmegaConf.load(
-        ROOT / "configs" / "method" / f"{method}.yaml")})
-    return build_method(OmegaConf.to_container(both.method, resolve=True), qnet,
-                        group_action(cfg))
+    qnet = build_qnet(OmegaConf.create({"backbone": backbone}),
+                      env_factory(env, task.env_kwargs, restricted=False))
+    # The method and group as a run composes them (the method's ``${task.*}`` defaults resolved).
+    both = OmegaConf.create({
+        "task": task, "method": OmegaConf.load(ROOT / "configs" / "method" / f"{method}.yaml"),
+        "group": OmegaConf.load(ROOT / "configs" / "group" / f"{group}.yaml")})
+    return build(both.method, "method", backbone=qnet, action=build(both.group, "group"))
 
 
 def _train_rate(model: torch.nn.Module, make_env: Callable[[], gym.Env], base: Any,

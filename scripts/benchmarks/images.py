@@ -69,10 +69,10 @@ def interleaved_best(sides: list[Callable[[], object]], repeats: int) -> list[fl
 def group_rows(name: str, backbone: nn.Module, x: Tensor, group: str,
                repeats: int) -> list[list[str]]:
     """One backbone × group: the floor and each wrapper on the untransformed batch."""
-    from equiv.groups import make_action
+    from equiv.groups import image_group
     from equiv.methods import Equitune, Equizero
 
-    action = make_action(group)
+    action = image_group(group)
     views = action.act_in_all(x)                       # the floor's input, made beforehand
     wrappers = {"equitune": Equitune(backbone, action).eval(),
                 "equizero": Equizero(backbone, action, "entropy").eval()}
@@ -100,14 +100,14 @@ def symmetrization_rows(args: argparse.Namespace) -> list[list[str]]:
 def lambda_phase_rows(args: argparse.Namespace) -> tuple[list[list[str]], str]:
     """λ-only training for E epochs: features cached once vs the backbone run every epoch."""
     from equiv.backbones import SmallResNet
-    from equiv.groups import make_action
+    from equiv.groups import rot90
     from equiv.methods import LambdaEquitune, LambdaNet
 
     torch.manual_seed(0)
     backbone = SmallResNet(1, 10, width=8).eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
-    action = make_action("rot90")
+    action = rot90()
     n, epochs, batch = args.images_lambda_images, args.images_lambda_epochs, 64
     x, y = torch.randn(n, 1, 28, 28), torch.randint(10, (n,))
     dim = backbone.features(x[:1]).shape[-1]

@@ -187,10 +187,10 @@ def decode_rows(model, data, action, args: argparse.Namespace
 
 
 def bench(args: argparse.Namespace) -> Section:
-    from equiv.groups.words import word_action
+    from equiv.groups.words import scan_verb
 
     model, data, source = scan_model(args)
-    action = word_action("scan_verb", data.in_vocab, data.out_vocab)
+    action = scan_verb(data.in_vocab, data.out_vocab)
     table, notes, n = decode_rows(model, data, action, args)
     finetune = finetune_rows(model, data, action, args)
     notes += ["", "### Finetuning: examples per second (Adam, teacher forcing 0.5, clip 5)", "",

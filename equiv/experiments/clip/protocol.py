@@ -20,15 +20,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
-from equiv.backbones.clip import ClipClassifier, cached_text_classifier, load_clip, text_classifier
+from equiv.backbones.clip import ClipClassifier, cached_text_classifier, text_classifier
 from equiv.data.clip_prompts import prompts_hash
 from equiv.experiment import Outcome, RunContext
 from equiv.experiments.clip.compat import AuthorsLambdaEquitune
 from equiv.experiments.clip.data import ClipData, Indexed, load_data
 from equiv.experiments.clip.resources import open_clip_cache, prefetch_command
-from equiv.groups import GroupAction, make_action
+from equiv.groups import GroupAction, image_group
 from equiv.groups.sampling import transform_elements
-from equiv.methods import Equizero, LambdaEquitune, Symmetrizer, build_method
+from equiv.instantiate import build
+from equiv.methods import Equizero, LambdaEquitune, Symmetrizer
 from equiv.pretraining import config_hash
 from equiv.testing import equivariance_error
 from equiv.training import (
@@ -100,8 +101,7 @@ def build_backbone(cfg: DictConfig, ctx: RunContext, data_prompts: tuple[tuple[s
 
 def build_model(cfg: DictConfig, backbone: ClipClassifier, action: GroupAction,
                 settings: dict[str, Any]) -> Symmetrizer:
-    mcfg = _plain(cfg.method)
-    model = build_method(mcfg, backbone, action)
+    model = build(cfg.method, "method", backbone=backbone, action=action)
     if isinstance(model, LambdaEquitune) and settings["lambda_combine"] == "authors":
         model = AuthorsLambdaEquitune(backbone, action, model.lambda_net,
                                       normalization=model.normalization, lambda_input="features",
@@ -134,7 +134,7 @@ def upright_selected(model: Symmetrizer, probe: Tensor, g: Tensor, transform: Gr
                      device: torch.device) -> float | None:
     """How often equizero's choice (or λ's largest weight) is ``g⁻¹``: the view that undoes the
     test transform ``g`` (only when the model's group is the transformation group)."""
-    if model.action.name != transform.name or len(probe) == 0:
+    if not model.action.acts_like(transform) or len(probe) == 0:
         return None
     model.eval()
     if isinstance(model, LambdaEquitune):
@@ -262,10 +262,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     seed_everything(ctx.seed)          # random init (backbone.pretrained=false) is seeded
     fetch = prefetch_command(task.name, b.name,
                              task.dataset if task.dataset != "cifar100" else None)
-    loaded = load_clip(b.arch, pretrained=b.pretrained, tag=b.tag,
-                       cache_dir=open_clip_cache(ctx.cache_dir), fetch=fetch,
-                       quick_gelu=b.quick_gelu, model_config=_plain(b.model_config),
-                       precision=b.precision)
+    loaded = build(b, "backbone", pretrained=bool(b.pretrained),
+                   cache_dir=open_clip_cache(ctx.cache_dir), fetch=fetch)
     data = load_data(task, b.name, ctx.cache_dir, loaded.preprocess, need_train)
     backbone, info = build_backbone(cfg, ctx, (data.classnames, data.templates), settings, loaded)
     del loaded
@@ -273,11 +271,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
                       "test_images": len(data.test)})
 
     identity = torch.zeros(len(data.test), dtype=torch.long)
-    transform = make_action(task.transform)
+    transform = image_group(task.transform)
     out.metrics["upright_accuracy"] = evaluate(backbone, data.test, identity, transform,
                                                ev.batch_size, workers, device)
     seed_everything(ctx.seed)
-    action = make_action(cfg.group.name, **_plain(cfg.group.get("kwargs") or {}))
+    action = build(cfg.group, "group")
     model = build_model(cfg, backbone, action, settings).to(device)
     g_test = transform_elements(len(data.test), transform.order, settings["transform_mode"],
                                 ev.batch_size, derived_generator(ctx.seed, "test_transform"))

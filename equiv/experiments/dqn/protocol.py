@@ -37,12 +37,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from equiv.backbones.qnets import QCNN, QMLP
 from equiv.checkpoints import fingerprint
 from equiv.experiment import Outcome, RunContext
 from equiv.experiments.dqn.environments import env_factory
-from equiv.groups import GroupAction, make_action
-from equiv.methods import build_method
+from equiv.instantiate import build
 from equiv.methods.lambda_equitune import LambdaEquitune
 from equiv.pretraining import backbone_key, cached_pretrain, config_hash
 from equiv.rl import DQNConfig, collect_transitions, evaluate, td_loss, train_dqn
@@ -55,22 +53,11 @@ def _plain(node: Any) -> Any:
 
 
 def build_qnet(cfg: DictConfig, env_fn: Any) -> nn.Module:
+    """The Q-network ``cfg.backbone`` names, for the environment's observations and actions."""
     env = env_fn()
-    obs_shape, n_actions = env.observation_space.shape, int(env.action_space.n)
+    obs_shape, n_actions = tuple(env.observation_space.shape), int(env.action_space.n)
     env.close()
-    b = cfg.backbone
-    if b.kind == "mlp":
-        return QMLP(int(obs_shape[0]), n_actions, hidden=tuple(b.hidden))
-    return QCNN(int(obs_shape[0]), int(obs_shape[1]), n_actions, channels=tuple(b.channels),
-                hidden=b.hidden)
-
-
-def group_action(cfg: DictConfig) -> GroupAction:
-    if cfg.group.name == "trivial":
-        return make_action("trivial")
-    from equiv.envs import make_env_action
-
-    return make_env_action(cfg.group.name)
+    return build(cfg.backbone, "backbone", obs_shape=obs_shape, n_actions=n_actions)
 
 
 def resumable(path: Path, config: str, force: bool) -> dict[str, Any]:
@@ -117,7 +104,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     env_fn = env_factory(task.env, task.env_kwargs, restricted=False)
     torch.manual_seed(ctx.seed)
     obs_shape = tuple(env_fn().observation_space.shape)
-    model = build_method(_plain(cfg.method), qnet, group_action(cfg), obs_shape).to(ctx.device)
+    model = build(cfg.method, "method", backbone=qnet, action=build(cfg.group, "group"),
+                  optional={"input_shape": obs_shape}).to(ctx.device)
 
     dqn = DQNConfig(**_plain(task.finetune.dqn))
     m = out.metrics

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from equiv.backbones import SmallCNN, SmallResNet
 from equiv.backbones.torchvision_cnn import TorchvisionCNN
 from equiv.checkpoints import fingerprint
 from equiv.data.cifar import cifar_root, load_cifar10_split, synthetic_split
@@ -35,9 +34,10 @@ from equiv.errors import ConfigError
 from equiv.experiment import Outcome, RunContext
 from equiv.experiments.image_classification import IMAGENET_BACKBONES, fetch_command
 from equiv.experiments.image_classification.resources import TORCHVISION_WEIGHTS, require_weights
-from equiv.groups import GroupAction, make_action
+from equiv.groups import GroupAction, image_group
 from equiv.groups.sampling import transform_elements
-from equiv.methods import LambdaEquitune, Symmetrizer, build_method
+from equiv.instantiate import build
+from equiv.methods import LambdaEquitune, Symmetrizer
 from equiv.pretraining import backbone_key, cached_pretrain
 from equiv.testing import equivariance_error
 from equiv.train_state import PROGRESS_FILE, TrainState
@@ -57,8 +57,6 @@ IMAGE_PRETRAIN_VERSION = 2
 # config is its cache key, and how often it checkpoints does not change what it produces).
 PRETRAIN_CHECKPOINT_EVERY = 200
 
-Backbone = SmallCNN | SmallResNet | TorchvisionCNN
-
 DATASETS: dict[str, Callable[[DictConfig], ImageSplit]] = {
     "digits": lambda cfg: load_digits_split(cfg.task.data.test_fraction, cfg.task.data.split_seed),
     "fashion_mnist": lambda cfg: load_fashion_mnist_split(
@@ -73,15 +71,6 @@ DATASETS: dict[str, Callable[[DictConfig], ImageSplit]] = {
 # The authors' CNN code (OFFICIAL_CODE.md §2): head on a frozen backbone, softmax over λ.
 AUTHORS = {"head": "authors", "train_backbone": False, "lambda_normalization": "softmax"}
 
-BACKBONES: dict[str, Callable[[DictConfig, ImageSplit], Backbone]] = {
-    "small_cnn": lambda b, split: SmallCNN(
-        split.image_shape[0], split.num_classes, split.image_shape[1],
-        channels=tuple(b.channels), hidden=b.hidden, dropout=b.dropout),
-    "small_resnet": lambda b, split: SmallResNet(
-        split.image_shape[0], split.num_classes, width=b.width, blocks=tuple(b.blocks)),
-}
-
-
 def _to_plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
@@ -91,8 +80,11 @@ def _data_key(data: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in _to_plain(data).items() if k not in ("root", "test_size")}
 
 
-def build_backbone(cfg: DictConfig, split: ImageSplit) -> Backbone:
-    return BACKBONES[cfg.backbone.name](cfg.backbone, split)
+def build_backbone(cfg: DictConfig, split: ImageSplit) -> nn.Module:
+    """The backbone ``cfg.backbone`` names, for the data's channels and classes (and image
+    size, for a backbone that takes it)."""
+    return build(cfg.backbone, "backbone", in_channels=split.image_shape[0],
+                 num_classes=split.num_classes, optional={"image_size": split.image_shape[1]})
 
 
 def effective_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -114,9 +106,8 @@ def imagenet_backbone(cfg: DictConfig, split: ImageSplit, settings: dict[str, An
     checkpoint = require_weights(b.arch, ctx.cache_dir, fetch_command(cfg)) if b.pretrained \
         else None
     seed_everything(ctx.seed)
-    model = TorchvisionCNN(b.arch, split.num_classes, head=settings["head"],
-                           input_size=b.input_size, checkpoint=checkpoint,
-                           weights_tag=b.weights, fetch=fetch_command(cfg))
+    model = build(b, "backbone", num_classes=split.num_classes, head=settings["head"],
+                  weights_file=checkpoint, fetch=fetch_command(cfg))
     info = None if checkpoint is None else {
         "weights": TORCHVISION_WEIGHTS[b.arch].name, "checkpoint": str(checkpoint)}
     return model, info
@@ -135,7 +126,7 @@ def make_optimizer(ft: DictConfig) -> Callable[[list[nn.Parameter]], torch.optim
     return lambda params: torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
 
 
-def pretrain_upright(model: Backbone, split: ImageSplit, p: DictConfig, device: torch.device,
+def pretrain_upright(model: nn.Module, split: ImageSplit, p: DictConfig, device: torch.device,
                      folder: Path | None = None, force: bool = False) -> dict[str, Any]:
     """Plain supervised training on upright images: the "pretrained model" of this task.
 
@@ -178,7 +169,7 @@ def upright_selection_rate(model: Symmetrizer, x: Tensor, g: Tensor, transform: 
                            device: torch.device) -> float | None:
     """How often λ's largest weight, or equizero's choice, is the view that undoes the test
     transform (only meaningful when the model's group is the transformation group)."""
-    if model.action.name != transform.name:
+    if not model.action.acts_like(transform):
         return None
     with torch.no_grad():
         if isinstance(model, LambdaEquitune):
@@ -201,7 +192,7 @@ def lambda_weight_summary(model: Symmetrizer, x: Tensor, g: Tensor, transform: G
     images by the weight on their upright view in ``bins`` equal bins of [0, 1]. None unless
     ``model`` is λ-equitune over the transformation group itself.
     """
-    if not isinstance(model, LambdaEquitune) or model.action.name != transform.name:
+    if not isinstance(model, LambdaEquitune) or not model.action.acts_like(transform):
         return None
     order = transform.order
     relative = torch.tensor([[transform.compose(i, h) for i in range(order)]
@@ -256,12 +247,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         backbone, split.x_test, split.y_test, ev.batch_size, device)
 
     seed_everything(ctx.seed)
-    action = make_action(cfg.group.name, **_to_plain(cfg.group.get("kwargs") or {}))
-    transform = make_action(task.transform)
-    method_options = _to_plain(mcfg)
-    if mcfg.name == "lambda_equitune":
-        method_options["normalization"] = settings["lambda_normalization"]
-    model = build_method(method_options, backbone, action, split.image_shape).to(device)
+    action = build(cfg.group, "group")
+    transform = image_group(task.transform)
+    compat = {"normalization": settings["lambda_normalization"]} if "normalization" in mcfg else {}
+    model = build(mcfg, "method", backbone=backbone, action=action,
+                  optional={"input_shape": split.image_shape}, **compat).to(device)
     out.extra.update({"settings": settings, "evaluated_split": "test",
                       "test_images": len(split.x_test), "train_images": len(split.x_train),
                       "steps_per_epoch": max(1, len(split.x_train) // task.finetune.batch_size)})

@@ -24,19 +24,26 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from equiv.backbones.gpt2 import CausalLM, load_gpt2, tiny_gpt2
+from equiv.backbones.gpt2 import CausalLM
 from equiv.data.nlg import (
-    WORD_SETS,
     Prompt,
     VocabGroup,
+    WordSwap,
     prompts,
     tiny_vocabulary,
-    token_cycles,
     vocab_action,
 )
 from equiv.errors import ConfigError, MultiTokenWordError
 from equiv.experiment import Outcome, RunContext
-from equiv.methods.generation import SymmetrizedLM, build_lm_wrapper, uniform_lambda_net
+from equiv.instantiate import build, target, variant
+from equiv.methods.generation import (
+    LM_VARIANTS,
+    LambdaEquituneLM,
+    SymmetrizedLM,
+    VanillaLM,
+    build_lm_wrapper,
+    uniform_lambda_net,
+)
 from equiv.nlg_scoring import (
     LABELS,
     Scorer,
@@ -58,18 +65,15 @@ def demographics_of(cfg: DictConfig) -> list[str]:
 
 def build_lm(cfg: DictConfig, ctx: RunContext, prompt_texts: list[str],
              words: list[list[str]]) -> CausalLM:
-    b = cfg.backbone
-    if b.name == "tiny_gpt2":
-        return tiny_gpt2(tiny_vocabulary(prompt_texts, words), n_layer=b.n_layer,
-                         n_embd=b.n_embd, n_head=b.n_head, seed=b.seed)
-    return load_gpt2(b.model, ctx.cache_dir)
+    """The LM ``cfg.backbone`` names: pretrained weights from ``cache_dir``, or (a loader that
+    takes ``words``) a tiny random model over the prompts' and the group's words."""
+    return build(cfg.backbone, "backbone", optional={
+        "cache_dir": ctx.cache_dir, "words": tiny_vocabulary(prompt_texts, words)})
 
 
-def word_group(cfg: DictConfig, lm: CausalLM) -> VocabGroup:
-    unk = lm.tokenizer.unk_token_id
+def word_group(cfg: DictConfig, lm: CausalLM, swap: WordSwap) -> VocabGroup:
     try:
-        return token_cycles(WORD_SETS[cfg.group.word_set](), lm.encode_word, unk,
-                            cfg.group.on_multi_token)
+        return swap.tokens(lm.encode_word, lm.tokenizer.unk_token_id)
     except MultiTokenWordError as err:
         raise ConfigError(f"group={cfg.group.name} with backbone {lm.name}: {err}") from err
 
@@ -100,13 +104,15 @@ def check_prompts_move(action, lm: CausalLM, items: list[Prompt]) -> None:
 
 def build_wrapper(cfg: DictConfig, lm: CausalLM, group: VocabGroup) -> SymmetrizedLM:
     m, task = cfg.method, cfg.task
-    cycles = group if m.name != "vanilla" else VocabGroup([], [], [], group.general_ids)
+    wrapper = variant(m, "method", LM_VARIANTS, "generation")
+    cycles = group if wrapper is not VanillaLM else VocabGroup([], [], [], group.general_ids)
     action = vocab_action(cycles, lm.vocab_size, cfg.group.name)
     lambda_net = None
-    if m.name == "lambda_equitune":
+    if issubclass(wrapper, LambdaEquituneLM):
         lambda_net = uniform_lambda_net(lm.model.config.n_embd, m.hidden, m.dropout)
-    return build_lm_wrapper(lm, action, m.name, combine=task.combine, relaxed=task.relaxed,
-                            general_ids=group.general_ids, lambda_net=lambda_net,
+    return build_lm_wrapper(lm, action, target(m, "method"), combine=task.combine,
+                            relaxed=task.relaxed, general_ids=group.general_ids,
+                            lambda_net=lambda_net,
                             normalization=m.get("normalization", "softplus")).eval()
 
 
@@ -170,9 +176,10 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     task, out = cfg.task, Outcome()
     demographics = demographics_of(cfg)
     items = prompts(demographics, task.context)
-    words = WORD_SETS[cfg.group.word_set]()
-    lm = build_lm(cfg, ctx, [p.text for p in items], words).to(ctx.device)
-    group = word_group(cfg, lm)
+    variant(cfg.method, "method", LM_VARIANTS, "generation")     # before loading models
+    swap = build(cfg.group, "group")
+    lm = build_lm(cfg, ctx, [p.text for p in items], swap.words).to(ctx.device)
+    group = word_group(cfg, lm, swap)
     wrapper = build_wrapper(cfg, lm, group).to(ctx.device)
     if cfg.method.name != "vanilla":
         check_prompts_move(wrapper.action, lm, items)

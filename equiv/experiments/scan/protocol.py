@@ -33,9 +33,17 @@ from equiv.experiments.scan.views import (
     training_file_commands,
     view_ceiling,
 )
-from equiv.groups.words import identity_word_action, word_action
+from equiv.groups import GroupAction
+from equiv.groups.words import identity_word_action
+from equiv.instantiate import build, target, variant
 from equiv.methods import LambdaNet
-from equiv.methods.sequence import SymmetrizedSeq2Seq, VanillaSeq2Seq, build_seq2seq_wrapper
+from equiv.methods.sequence import (
+    SEQ2SEQ_VARIANTS,
+    LambdaEquituneSeq2Seq,
+    SymmetrizedSeq2Seq,
+    VanillaSeq2Seq,
+    build_seq2seq_wrapper,
+)
 from equiv.pretraining import backbone_key, cached_pretrain
 from equiv.train_state import PROGRESS_FILE, TrainState
 from equiv.training import check_finite, derived_generator, progress, seed_everything
@@ -55,9 +63,19 @@ def effective_settings(cfg: DictConfig) -> dict[str, str]:
 
 
 def build_backbone(cfg: DictConfig, data: ScanData) -> Seq2Seq:
-    b = cfg.backbone
-    return Seq2Seq(len(data.in_vocab), len(data.out_vocab), hidden=b.hidden, cell=b.cell,
-                   bidirectional=b.bidirectional, dropout=b.dropout, attention=b.attention)
+    """The seq2seq model ``cfg.backbone`` names, for the split's vocabularies."""
+    return build(cfg.backbone, "backbone", in_vocab=len(data.in_vocab),
+                 out_vocab=len(data.out_vocab))
+
+
+def word_group(cfg: DictConfig, data: ScanData) -> GroupAction:
+    """The group ``cfg.group`` names, on the split's vocabularies; the trivial group as identity
+    permutations of both (the sequence machinery acts on token ids)."""
+    action = build(cfg.group, "group", optional={"in_vocab": data.in_vocab,
+                                                 "out_vocab": data.out_vocab})
+    if action.order == 1:
+        return identity_word_action(len(data.in_vocab), len(data.out_vocab))
+    return action
 
 
 def pretrained_backbone(cfg: DictConfig, data: ScanData, ctx: RunContext,
@@ -85,12 +103,13 @@ def pretrained_backbone(cfg: DictConfig, data: ScanData, ctx: RunContext,
 
 def build_wrapper(cfg: DictConfig, model: Seq2Seq, data: ScanData) -> SymmetrizedSeq2Seq:
     m, settings = cfg.method, effective_settings(cfg)
-    action = word_action(cfg.group.name, data.in_vocab, data.out_vocab)
+    wrapper = variant(m, "method", SEQ2SEQ_VARIANTS, "seq2seq")
+    action = word_group(cfg, data)
     lambda_net = None
-    if m.name == "lambda_equitune":
-        lambda_net = LambdaNet(cfg.backbone.hidden, hidden=m.hidden, dropout=m.dropout)
+    if issubclass(wrapper, LambdaEquituneSeq2Seq):
+        lambda_net = LambdaNet(model.hidden, hidden=m.hidden, dropout=m.dropout)
     return build_seq2seq_wrapper(
-        model, action, m.name, combine=settings["combine"], lambda_net=lambda_net,
+        model, action, target(m, "method"), combine=settings["combine"], lambda_net=lambda_net,
         normalization=m.get("normalization", "softplus"), proxy=settings["proxy"],
         surrogate=m.get("surrogate", "equitune"),
         detach_features=m.get("detach_features", True))
@@ -130,7 +149,7 @@ def view_metrics(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData,
     ``test_view_ceiling_seen`` over the commands the model was trained on, for reference. The
     oracle decodes with the pretrained backbone before any λ phase or finetuning.
     """
-    action = word_action(cfg.group.name, data.in_vocab, data.out_vocab)
+    action = word_group(cfg, data)
     hits = in_training_views(data.test.src, action,
                              training_file_commands(cfg.task.split, data.in_vocab))
     seen = in_training_views(data.test.src, action,
@@ -211,6 +230,7 @@ def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     task, out = cfg.task, Outcome()
+    variant(cfg.method, "method", SEQ2SEQ_VARIANTS, "seq2seq")       # before pretraining
     data = load(task.split, task.data.validation_fraction, task.data.split_seed,
                 task.data.get("eval_limit"))
     model = pretrained_backbone(cfg, data, ctx, out).to(ctx.device)
