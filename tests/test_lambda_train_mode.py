@@ -383,7 +383,7 @@ def test_eval_mode_is_bit_identical_to_per_view_dropout():
 @DROPOUT
 @pytest.mark.parametrize("source", ["features", "input"])
 def test_dqn_q_values_are_equivariant(source, dropout):
-    """``Q(g·s) = g·Q(s)`` under grid_rot90 (order 4) with the factory's λ-network training."""
+    """``Q(g·s) = g·Q(s)`` under grid_rot90 (order 4) with the config-built λ-network training."""
     from equiv.backbones.qnets import QCNN
     from equiv.envs import make_env_action
 
