@@ -18,7 +18,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from equiv.config import ConfigError, MissingResourceError, group_options
+from equiv.config import group_options
+from equiv.errors import ConfigError, MissingResourceError
 from equiv.groups import GroupAction, rot90
 from equiv.instantiate import SUITE_KEYS, arguments, build, check, target
 from tests.helpers import CONFIG_DIR, ROOT, compose_config
@@ -180,7 +181,7 @@ def test_a_method_class_without_a_sequence_variant_is_refused_before_pretraining
                          tmp=tmp_path)
     with pytest.raises(ConfigError, match=re.escape(
             "method._target_=equiv.experiments.clip.compat.AuthorsLambdaEquitune has no "
-            "sequence variant")):
+            "seq2seq variant")):
         execute(cfg, tmp_path / "run")
     assert not (tmp_path / "cache" / "pretrained").exists()
 
