@@ -151,17 +151,6 @@ def validate_method_options(method: DictConfig, proxies: Sequence[str], family: 
                "method.surrogate")
 
 
-def _positive(cfg: DictConfig, path: str, allow_zero: bool = False) -> None:
-    value = OmegaConf.select(cfg, path)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{path}={value!r} must be a number")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{path}={value} must be {bound}")
-
-
 def check_schemas(cfg: DictConfig) -> None:
     """Each group node of ``cfg`` against its typed schema (imported here: no import cycle)."""
     from equiv.schemas import check_schemas as check
@@ -170,25 +159,18 @@ def check_schemas(cfg: DictConfig) -> None:
 
 
 def check_checkpoint(backbone: DictConfig) -> None:
-    """``backbone.checkpoint``: a readable file, and only for a backbone that is pretrained."""
-    import os
-
+    """``backbone.checkpoint`` only for a backbone that is pretrained (that it is a readable
+    file, the schema checks)."""
     path = backbone.get("checkpoint")
-    if path is None:
-        return
-    if not backbone.get("pretrained", True):
+    if path is not None and not backbone.get("pretrained", True):
         raise ConfigError(f"backbone.checkpoint={path} contradicts backbone.pretrained=false "
                           "(random initialisation); drop one of them")
-    file = Path(str(path)).expanduser()
-    if not file.is_file() or not os.access(file, os.R_OK):
-        what = "does not exist" if not file.exists() else "is not a readable file"
-        raise ConfigError(f"backbone.checkpoint={path} {what}; give a state-dict file saved "
-                          "with torch.save(model.state_dict(), path)")
 
 
 def validate(cfg: DictConfig) -> None:
     """Checks common to every task; the task family's ``validate`` adds its own. First the typed
-    schemas (``equiv.schemas``): every job of a sweep, not only the cell ``check_composes`` saw."""
+    schemas (``equiv.schemas``: types, ranges, paths): every job of a sweep, not only the cell
+    ``check_composes`` saw."""
     from equiv.instantiate import is_suite_target
 
     check_schemas(cfg)
@@ -197,22 +179,10 @@ def validate(cfg: DictConfig) -> None:
     if compatible and is_suite_target(cfg.group) and cfg.group.name not in compatible:
         raise ConfigError(f"group={cfg.group.name} does not fit task {cfg.task.name}; valid "
                           f"groups: {', '.join(compatible)}")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
-    _positive(cfg, "cpu_threads")
     check_checkpoint(cfg.backbone)
     if cfg.device != "auto" and not re.fullmatch(rf"({'|'.join(DEVICES)})(:\d+)?", str(cfg.device)):
         raise ConfigError(f"device={cfg.device!r} is not valid; valid: auto, "
                           f"{', '.join(DEVICES)} (optionally with an index, e.g. cuda:1)")
-    for path in ("task.finetune.steps", "method.lambda_phase.steps"):
-        _positive(cfg, path, allow_zero=True)
-    # A pretraining of zero epochs would record an untrained backbone as pretrained; random
-    # weights are asked for with backbone.pretrained=false.
-    for path in ("task.pretrain.epochs", "task.finetune.lr", "task.finetune.batch_size",
-                 "task.finetune.eval_every", "task.pretrain.lr", "task.pretrain.batch_size",
-                 "method.lambda_phase.lr", "method.lambda_phase.batch_size",
-                 "task.eval.batch_size"):
-        _positive(cfg, path)
 
 
 IMAGE_GROUPS = ("rot90", "rot180", "hflip", "d4", "trivial")
