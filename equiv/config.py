@@ -90,11 +90,11 @@ def hydra_message(text: str) -> str:
     return message
 
 
-def check_composes(argv: Sequence[str], config_dir: Path) -> None:
+def check_composes(argv: Sequence[str], config_dir: Path) -> DictConfig:
     """Compose the config once (a sweep's first cell) before Hydra runs, so that an unknown key
     or a value that does not fit its node fails with one line instead of Hydra's report; then
     check it against the typed schemas (``equiv.schemas``: keys added with ``+`` and wrong
-    types), which ``validate`` repeats for every job of a sweep."""
+    types), which ``validate`` repeats for every job of a sweep. Returns that config."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
@@ -111,7 +111,8 @@ def check_composes(argv: Sequence[str], config_dir: Path) -> None:
         if ov.is_delete():                                           # ~key (~key=value)
             cell.append(ov.input_line)
         elif isinstance(ov.value(), ChoiceSweep):
-            cell.append(f"{ov.get_key_element()}={ov.value().list[0]}")
+            first = ov._get_value_element_as_str(ov.value().list[0])   # null stays null
+            cell.append(f"{ov.get_key_element()}={first}")
         elif not ov.is_sweep_override():
             cell.append(f"{ov.get_key_element()}={ov.get_value_element_as_str()}")
     try:
@@ -126,6 +127,7 @@ def check_composes(argv: Sequence[str], config_dir: Path) -> None:
     with open_dict(cfg):
         del cfg["hydra"]                      # composed only to check Hydra's own overrides
     check_schemas(cfg)
+    return cfg
 
 
 def one_of(value: object, valid: Sequence[str], key: str) -> None:
