@@ -5,8 +5,8 @@
     equiv-run -m method=vanilla,equitune,lambda_equitune,equizero seed=0,1,2
 
 (``python run.py ...`` in a checkout does the same.) It works from any working directory: the
-configs are found next to the package and the task function is importable (``equiv.cli.main``),
-so launchers that pickle it (submitit, joblib) run it anywhere.
+configs are part of the package (``equiv/configs``) and the task function is importable
+(``equiv.cli.main``), so launchers that pickle it (submitit, joblib) run it anywhere.
 
 Bad input, Hydra's own command-line errors included, exits with code 2 and one line on stderr,
 before torch is imported. Runtime faults (an unreadable checkpoint, a non-finite loss, the run
@@ -32,10 +32,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from equiv.config import check_composes, check_group_overrides, register_resolvers
+from equiv.config import CONFIG_DIR, check_composes, check_group_overrides, register_resolvers
 from equiv.errors import ConfigError, RunFault
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 EXIT_FAULT = 1
 EXIT_BAD_INPUT = 2
 SWEEP_FAULTS = "EQUIV_SWEEP_FAULTS"      # the folder where a sweep's failed jobs leave their line

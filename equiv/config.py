@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from equiv.errors import ConfigError
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"   # package data: installs carry it
 CONFIG_GROUPS = ("task", "method", "backbone", "group", "logger", "experiment")
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -38,8 +39,26 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_dirname", override_dirname)
 
 
-def group_options(config_dir: Path, group: str) -> list[str]:
-    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+def group_options(config_dir: Path, group: str, argv: Sequence[str] = ()) -> list[str]:
+    """The options of ``group`` in ``config_dir`` and in the user's ``--config-dir``s."""
+    dirs = [config_dir, *user_config_dirs(argv)]
+    return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
+
+
+def user_config_dirs(argv: Sequence[str]) -> list[Path]:
+    """The folders given with Hydra's ``--config-dir``/``-cd``: searched after the package's
+    configs, so that a user's own ``task/<name>.yaml`` (or method, backbone, ...) is an option."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        flag, _, value = arg.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            value = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            folder = Path(value).expanduser()
+            if not folder.is_dir():
+                raise ConfigError(f"{flag} {value} is not valid: a directory of configs "
+                                  "(e.g. task/<name>.yaml)")
+            dirs.append(folder.resolve())
+    return dirs
 
 
 def _choices(value: object) -> list[str]:
@@ -68,7 +87,7 @@ def check_group_overrides(argv: Sequence[str], config_dir: Path) -> None:
         group = ov.key_or_group.split("/")[-1] if "/" in ov.key_or_group else ov.key_or_group
         if ov.key_or_group not in CONFIG_GROUPS or ov.is_delete():
             continue
-        valid = group_options(config_dir, group)
+        valid = group_options(config_dir, group, argv)
         for choice in _choices(ov.value()):
             if choice not in valid:
                 raise ConfigError(f"unknown {group} {choice!r}; valid {group} options: "
@@ -102,7 +121,8 @@ def check_composes(argv: Sequence[str], config_dir: Path) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
-    cell = []
+    extra = user_config_dirs(argv)
+    cell = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in extra)}]"] if extra else []
     for ov in OverridesParser.create().parse_overrides(
             [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]):
         if ov.is_sweep_override() and not multirun:

@@ -560,7 +560,7 @@ def schemas_for(cfg: DictConfig) -> dict[str, tuple[type, dict[type, type]]]:
 
 @schema
 class Root:
-    """The top-level keys of ``configs/config.yaml`` (the groups have their own schemas)."""
+    """The top-level keys of ``equiv/configs/config.yaml`` (the groups have their own schemas)."""
 
     seed: int
     device: str
@@ -585,7 +585,7 @@ def check_root(cfg: DictConfig) -> None:
     for name, (tp, required) in fields.items():
         if name not in cfg:
             if required:
-                raise ConfigError(f"{name} is missing (configs/config.yaml sets it)")
+                raise ConfigError(f"{name} is missing (equiv/configs/config.yaml sets it)")
         elif tp is not Any:
             check_value(_child(cfg, name, ""), tp, name)
 

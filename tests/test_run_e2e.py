@@ -134,6 +134,8 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
     (["task=digits_rot90,fmnist_rot90"], "task=digits_rot90,fmnist_rot90 is a sweep: add -m"),
     (["seed=[1"], "cannot parse the command line: no viable alternative at input '[1'"),
     (["--bogus-flag"], "unknown option --bogus-flag; valid: "),
+    (["--config-dir", "{tmp}/none"], "--config-dir {tmp}/none is not valid: a directory of "
+                                     "configs"),
     (["-m", "seed=0", "hydra/launcher=nope"],
      "Could not find 'hydra/launcher/nope'; Available options in 'hydra/launcher': basic"),
     (["hydra.job.chdir=maybe"], "Value 'maybe' is not a valid bool"),
