@@ -20,6 +20,7 @@ machines): a failed job leaves its line in a folder of the sweep's own under ``o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -121,7 +122,7 @@ def collect_sweep_faults(folder: Path) -> list[str]:
     files = sorted(folder.glob("*.txt"), key=lambda p: int(p.stem)) if folder.is_dir() else []
     lines = [p.read_text().strip() for p in files]
     shutil.rmtree(folder, ignore_errors=True)
-    if folder.parent.is_dir() and not any(folder.parent.iterdir()):
+    with contextlib.suppress(OSError):          # not empty: another sweep's, still running
         folder.parent.rmdir()
     return lines
 
