@@ -16,11 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from equiv.errors import RunDirBusyError
-
-LOCK_FILE = ".lock"
+from equiv.locks import holding, try_lock
 
 # Settings that change where or how fast a run goes, or how it is logged, never what it computes.
 RUNTIME_KEYS = frozenset({"force", "cpu_threads", "device", "logger", "exp_name", "output_root",
@@ -70,16 +67,11 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     the directory name cannot tell apart; neither should wait for the other's results, so the
     second one stops at once with ``RunDirBusyError``. The lock is a ``filelock`` (an OS
     lock): it is released when the process dies, so a killed run never leaves a stale lock.
+    Writes into ``run_dir`` meanwhile check that it is still this one (``equiv.locks``).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(run_dir / LOCK_FILE)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout as err:
+    lock = try_lock(run_dir)
+    if lock is None:
         raise RunDirBusyError(f"{run_dir} is in use by another running job (same run "
-                              "directory); wait for it to finish or use another "
-                              "output_root") from err
-    try:
+                              "directory); wait for it to finish or use another output_root")
+    with holding(run_dir, lock):
         yield
-    finally:
-        lock.release()

@@ -5,20 +5,26 @@
     equiv-run -m method=vanilla,equitune,lambda_equitune,equizero seed=0,1,2
 
 (``python run.py ...`` in a checkout does the same.) It works from any working directory: the
-configs are found next to the package and the task function is importable (``equiv.cli.main``),
-so launchers that pickle it (submitit, joblib) run it anywhere.
+configs are part of the package (``equiv/configs``) and the task function is importable
+(``equiv.cli.main``), so launchers that pickle it (submitit, joblib) run it anywhere.
 
 Bad input, Hydra's own command-line errors included, exits with code 2 and one line on stderr,
 before torch is imported. Runtime faults (an unreadable checkpoint, a non-finite loss, the run
 directory in use by another job) exit with code 1 and one line on stderr, no traceback; in a
-sweep (``-m``) such a fault ends only its own job: the others still run, and the sweep exits
-with code 1 at the end.
+sweep (``-m``) such a fault ends only its own job: the others still run, and at the end the
+sweep prints one line per failed job (naming its run directory) and exits with code 1. That
+works with every launcher (basic, joblib, submitit: jobs in other processes or on other
+machines): a failed job leaves its line in a folder of the sweep's own under ``output_root``
+(``EQUIV_SWEEP_FAULTS``), which the sweep reads and removes when its jobs are done.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,13 +33,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from equiv.config import check_composes, check_group_overrides, register_resolvers
+from equiv.config import CONFIG_DIR, check_composes, check_group_overrides, register_resolvers
 from equiv.errors import ConfigError, RunFault
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 EXIT_FAULT = 1
 EXIT_BAD_INPUT = 2
-SWEEP_FAULTS: list[str] = []        # runtime faults of a sweep's jobs, reported at its end
+SWEEP_FAULTS = "EQUIV_SWEEP_FAULTS"      # the folder where a sweep's failed jobs leave their line
 
 # Hydra's command-line flags (``python run.py --help``); those with a value take the next word.
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name",
@@ -56,12 +61,12 @@ def check_flags(argv: Sequence[str]) -> None:
 
 
 def describe_fault(err: BaseException) -> str:
-    """A runtime fault in words: an OS error (a full disk, a path that vanished or cannot be
-    written) as what failed and where, without the exception's class name."""
+    """A runtime fault in words. Failed writes are ``WriteError``s, which say what the failure
+    costs; any other OS error (a read, a listing) says only what failed and where, without the
+    exception's class name."""
     if isinstance(err, OSError) and err.strerror:
         where = f": {err.filename}" if err.filename else ""
-        return (f"I/O error ({err.strerror}){where}; completed checkpoints are kept, and the "
-                "same command resumes from the last one")
+        return f"I/O error ({err.strerror}){where}"
     return str(err)
 
 
@@ -94,10 +99,32 @@ def run_task(cfg: DictConfig) -> None:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             fail(message, EXIT_FAULT)
         where = "" if str(run_dir) in message else f"{run_dir}: "
-        print(f"error: {where}{message}", file=sys.stderr, flush=True)
-        SWEEP_FAULTS.append(str(run_dir))
+        record_sweep_fault(f"{where}{message}")
         return
     print(format_summary(cfg, report), flush=True)
+
+
+def record_sweep_fault(line: str) -> None:
+    """Leave a failed sweep job's line for the sweep to report (printed here if it cannot be:
+    the fault may be a full disk)."""
+    folder = os.environ.get(SWEEP_FAULTS)
+    try:
+        if folder is None:
+            raise OSError("no sweep folder")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{HydraConfig.get().job.num}.txt").write_text(line + "\n")
+    except OSError:
+        print(f"error: {line}", file=sys.stderr, flush=True)
+
+
+def collect_sweep_faults(folder: Path) -> list[str]:
+    """The lines the sweep's failed jobs left, in job order; the folder is removed."""
+    files = sorted(folder.glob("*.txt"), key=lambda p: int(p.stem)) if folder.is_dir() else []
+    lines = [p.read_text().strip() for p in files]
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):          # not empty: another sweep's, still running
+        folder.parent.rmdir()
+    return lines
 
 
 def main() -> None:
@@ -107,12 +134,22 @@ def main() -> None:
     try:
         check_flags(argv)
         check_group_overrides(argv, CONFIG_DIR)
-        check_composes(argv, CONFIG_DIR)
+        cfg = check_composes(argv, CONFIG_DIR)
     except ConfigError as err:
         fail(str(err))
-    run_task()
-    if SWEEP_FAULTS:
-        fail(f"{len(SWEEP_FAULTS)} sweep job(s) failed, see above", EXIT_FAULT)
+    if not any(a in ("-m", "--multirun") for a in argv):
+        run_task()
+        return
+    faults = Path(cfg.output_root).resolve() / ".sweep-faults" / uuid.uuid4().hex
+    os.environ[SWEEP_FAULTS] = str(faults)          # inherited by every launcher's jobs
+    try:
+        run_task()
+    finally:
+        failed = collect_sweep_faults(faults)
+        for line in failed:
+            print(f"error: {line}", file=sys.stderr)
+    if failed:
+        fail(f"{len(failed)} sweep job(s) failed", EXIT_FAULT)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from equiv.errors import ConfigError
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"   # package data: installs carry it
 CONFIG_GROUPS = ("task", "method", "backbone", "group", "logger", "experiment")
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -38,8 +39,26 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_dirname", override_dirname)
 
 
-def group_options(config_dir: Path, group: str) -> list[str]:
-    return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+def group_options(config_dir: Path, group: str, argv: Sequence[str] = ()) -> list[str]:
+    """The options of ``group`` in ``config_dir`` and in the user's ``--config-dir``s."""
+    dirs = [config_dir, *user_config_dirs(argv)]
+    return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
+
+
+def user_config_dirs(argv: Sequence[str]) -> list[Path]:
+    """The folders given with Hydra's ``--config-dir``/``-cd``: searched after the package's
+    configs, so that a user's own ``task/<name>.yaml`` (or method, backbone, ...) is an option."""
+    dirs = []
+    for i, arg in enumerate(argv):
+        flag, _, value = arg.partition("=")
+        if flag in ("--config-dir", "-cd"):
+            value = value or (argv[i + 1] if i + 1 < len(argv) else "")
+            folder = Path(value).expanduser()
+            if not folder.is_dir():
+                raise ConfigError(f"{flag} {value} is not valid: a directory of configs "
+                                  "(e.g. task/<name>.yaml)")
+            dirs.append(folder.resolve())
+    return dirs
 
 
 def _choices(value: object) -> list[str]:
@@ -68,7 +87,7 @@ def check_group_overrides(argv: Sequence[str], config_dir: Path) -> None:
         group = ov.key_or_group.split("/")[-1] if "/" in ov.key_or_group else ov.key_or_group
         if ov.key_or_group not in CONFIG_GROUPS or ov.is_delete():
             continue
-        valid = group_options(config_dir, group)
+        valid = group_options(config_dir, group, argv)
         for choice in _choices(ov.value()):
             if choice not in valid:
                 raise ConfigError(f"unknown {group} {choice!r}; valid {group} options: "
@@ -90,11 +109,11 @@ def hydra_message(text: str) -> str:
     return message
 
 
-def check_composes(argv: Sequence[str], config_dir: Path) -> None:
+def check_composes(argv: Sequence[str], config_dir: Path) -> DictConfig:
     """Compose the config once (a sweep's first cell) before Hydra runs, so that an unknown key
     or a value that does not fit its node fails with one line instead of Hydra's report; then
     check it against the typed schemas (``equiv.schemas``: keys added with ``+`` and wrong
-    types), which ``validate`` repeats for every job of a sweep."""
+    types), which ``validate`` repeats for every job of a sweep. Returns that config."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ChoiceSweep
@@ -102,7 +121,8 @@ def check_composes(argv: Sequence[str], config_dir: Path) -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
-    cell = []
+    extra = user_config_dirs(argv)
+    cell = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in extra)}]"] if extra else []
     for ov in OverridesParser.create().parse_overrides(
             [a for a in argv if not a.startswith("-") and ("=" in a or a.startswith("~"))]):
         if ov.is_sweep_override() and not multirun:
@@ -111,7 +131,8 @@ def check_composes(argv: Sequence[str], config_dir: Path) -> None:
         if ov.is_delete():                                           # ~key (~key=value)
             cell.append(ov.input_line)
         elif isinstance(ov.value(), ChoiceSweep):
-            cell.append(f"{ov.get_key_element()}={ov.value().list[0]}")
+            first = ov._get_value_element_as_str(ov.value().list[0])   # null stays null
+            cell.append(f"{ov.get_key_element()}={first}")
         elif not ov.is_sweep_override():
             cell.append(f"{ov.get_key_element()}={ov.get_value_element_as_str()}")
     try:
@@ -126,6 +147,7 @@ def check_composes(argv: Sequence[str], config_dir: Path) -> None:
     with open_dict(cfg):
         del cfg["hydra"]                      # composed only to check Hydra's own overrides
     check_schemas(cfg)
+    return cfg
 
 
 def one_of(value: object, valid: Sequence[str], key: str) -> None:
@@ -151,17 +173,6 @@ def validate_method_options(method: DictConfig, proxies: Sequence[str], family: 
                "method.surrogate")
 
 
-def _positive(cfg: DictConfig, path: str, allow_zero: bool = False) -> None:
-    value = OmegaConf.select(cfg, path)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{path}={value!r} must be a number")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{path}={value} must be {bound}")
-
-
 def check_schemas(cfg: DictConfig) -> None:
     """Each group node of ``cfg`` against its typed schema (imported here: no import cycle)."""
     from equiv.schemas import check_schemas as check
@@ -170,25 +181,18 @@ def check_schemas(cfg: DictConfig) -> None:
 
 
 def check_checkpoint(backbone: DictConfig) -> None:
-    """``backbone.checkpoint``: a readable file, and only for a backbone that is pretrained."""
-    import os
-
+    """``backbone.checkpoint`` only for a backbone that is pretrained (that it is a readable
+    file, the schema checks)."""
     path = backbone.get("checkpoint")
-    if path is None:
-        return
-    if not backbone.get("pretrained", True):
+    if path is not None and not backbone.get("pretrained", True):
         raise ConfigError(f"backbone.checkpoint={path} contradicts backbone.pretrained=false "
                           "(random initialisation); drop one of them")
-    file = Path(str(path)).expanduser()
-    if not file.is_file() or not os.access(file, os.R_OK):
-        what = "does not exist" if not file.exists() else "is not a readable file"
-        raise ConfigError(f"backbone.checkpoint={path} {what}; give a state-dict file saved "
-                          "with torch.save(model.state_dict(), path)")
 
 
 def validate(cfg: DictConfig) -> None:
     """Checks common to every task; the task family's ``validate`` adds its own. First the typed
-    schemas (``equiv.schemas``): every job of a sweep, not only the cell ``check_composes`` saw."""
+    schemas (``equiv.schemas``: types, ranges, paths): every job of a sweep, not only the cell
+    ``check_composes`` saw."""
     from equiv.instantiate import is_suite_target
 
     check_schemas(cfg)
@@ -197,22 +201,10 @@ def validate(cfg: DictConfig) -> None:
     if compatible and is_suite_target(cfg.group) and cfg.group.name not in compatible:
         raise ConfigError(f"group={cfg.group.name} does not fit task {cfg.task.name}; valid "
                           f"groups: {', '.join(compatible)}")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
-    _positive(cfg, "cpu_threads")
     check_checkpoint(cfg.backbone)
     if cfg.device != "auto" and not re.fullmatch(rf"({'|'.join(DEVICES)})(:\d+)?", str(cfg.device)):
         raise ConfigError(f"device={cfg.device!r} is not valid; valid: auto, "
                           f"{', '.join(DEVICES)} (optionally with an index, e.g. cuda:1)")
-    for path in ("task.finetune.steps", "method.lambda_phase.steps"):
-        _positive(cfg, path, allow_zero=True)
-    # A pretraining of zero epochs would record an untrained backbone as pretrained; random
-    # weights are asked for with backbone.pretrained=false.
-    for path in ("task.pretrain.epochs", "task.finetune.lr", "task.finetune.batch_size",
-                 "task.finetune.eval_every", "task.pretrain.lr", "task.pretrain.batch_size",
-                 "method.lambda_phase.lr", "method.lambda_phase.batch_size",
-                 "task.eval.batch_size"):
-        _positive(cfg, path)
 
 
 IMAGE_GROUPS = ("rot90", "rot180", "hflip", "d4", "trivial")

@@ -45,6 +45,18 @@ class RunDirBusyError(RunFault):
     """Another process is running the same configuration into the same run directory."""
 
 
+class RunDirGoneError(RunFault):
+    """The run directory was removed or replaced (by another process) while the run wrote it."""
+
+
+class WriteError(RunFault):
+    """A file could not be written (a full disk, a read-only file system, no permission); the
+    message says what that costs (``consequence``)."""
+
+    def __init__(self, path: str | Path, err: OSError, consequence: str) -> None:
+        super().__init__(f"cannot write {path} ({err.strerror or err}); {consequence}")
+
+
 class IdxFormatError(ValueError):
     """An IDX file that is corrupt, truncated, or not of the expected kind."""
 

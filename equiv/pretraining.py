@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock, Timeout
 from torch import nn
 
-from equiv.errors import CheckpointError
+from equiv.errors import CheckpointError, WriteError
+from equiv.locks import check_held, try_lock
 
 # Bump when the code of a pretraining stage changes what it produces.
 PRETRAIN_CODE_VERSION = 1
@@ -46,17 +46,25 @@ def backbone_key(backbone: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file and ``os.replace``: no half-written checkpoints."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """``torch.save`` through a temporary file and ``os.replace``: no half-written checkpoints.
+    Not into a run directory that was removed or replaced meanwhile (``RunDirGoneError``); an
+    OS failure is a ``WriteError`` (the file there before, if any, is intact)."""
+    check_held(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise WriteError(path, err, "completed checkpoints are kept, and the same command "
+                                        "resumes from the last one") from err
         raise
 
 
@@ -78,13 +86,11 @@ def load_state(path: Path, model: nn.Module,
 def exclusive(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``folder``: parallel sweep jobs wait rather than race, and say
     so. A portable ``filelock`` (an OS lock: released when its holder dies, never stale)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = try_lock(folder)
+    if lock is None:
         print(f"waiting for {folder}: another job is building it", file=sys.stderr, flush=True)
-        lock.acquire()
+        lock = try_lock(folder, wait=True)
+    assert lock is not None
     try:
         yield
     finally:

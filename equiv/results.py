@@ -21,6 +21,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from equiv.errors import WriteError
+from equiv.locks import check_held
+
 RESULTS_FILE = "results.json"
 SCHEMA_VERSION = 1
 
@@ -210,9 +213,16 @@ def _remove_quietly(path: str) -> None:
 
 
 def write_results(run_dir: Path, results: dict) -> Path:
-    """Atomically write ``run_dir/results.json``; call only once the run has fully finished."""
+    """Atomically write ``run_dir/results.json``; call only once the run has fully finished.
+    Not into a run directory that was replaced meanwhile (``RunDirGoneError``); an OS failure
+    is a ``WriteError``."""
     path = Path(run_dir) / RESULTS_FILE
-    write_json_atomic(path, results)
+    check_held(path)
+    try:
+        write_json_atomic(path, results)
+    except OSError as err:
+        raise WriteError(path, err, "the run's results are not saved: the same command runs "
+                                    "it again") from err
     return path
 
 

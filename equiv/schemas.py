@@ -18,7 +18,12 @@ Conventions:
   * ``float`` accepts integers, ``int`` accepts neither floats nor booleans, and no type
     accepts a string of digits (nothing is converted: the code sees what was given);
   * ``Ignored[X]``: keys the code ignores in this context (λ-equitune's settings under another
-    method); their types and names are checked, none is required.
+    method); their types and names are checked, none is required;
+  * every number is finite, and in the range its ``Annotated`` constraint declares
+    (``equiv.constraints``: ``OneOrMore`` sizes, ``ZeroOrMore`` where 0 means "none" or "off",
+    ``Rate`` > 0, ``Share`` in [0, 1], ...); path keys are checked for what the run does with
+    them (``output_root`` and ``cache_dir`` can be created and written, ``backbone.checkpoint``
+    is a readable file). Errors name the key, the value and what is valid.
 
 Torch-free and fast (well under a millisecond per config node).
 """
@@ -36,6 +41,17 @@ from typing import Annotated, Any, ClassVar, TypeVar, Union
 from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from equiv.constraints import (
+    Count,
+    DropRate,
+    Fraction,
+    NonNegative,
+    OpenFraction,
+    Positive,
+    ReadableFile,
+    WritableDir,
+    violation,
+)
 from equiv.errors import ConfigError
 from equiv.instantiate import is_suite_target
 from equiv.rl.config import DQNConfig
@@ -43,6 +59,15 @@ from equiv.rl.config import DQNConfig
 T = TypeVar("T")
 IGNORED = "ignored"
 Ignored = Annotated[T, IGNORED]
+
+OneOrMore = Annotated[int, Count]                  # sizes, periods, budgets that must run
+ZeroOrMore = Annotated[int, NonNegative]           # 0 = none / off (read where it is used)
+Rate = Annotated[float, Positive]                  # learning rates, norms
+NonNegativeFloat = Annotated[float, NonNegative]   # weight decay, tolerances
+Share = Annotated[float, Fraction]                 # probabilities, momentum
+DropoutRate = Annotated[float, DropRate]
+StateDictFile = Annotated[str, ReadableFile(
+    "a state-dict file saved with torch.save(model.state_dict(), path)")]
 
 
 def absent_ok() -> Any:
@@ -59,22 +84,23 @@ schema = dataclass(kw_only=True)       # kw_only: required fields may follow opt
 class Synthetic:
     """Seeded stand-in data (``task.dataset=synthetic``, tests)."""
 
-    train: int
-    test: int
-    classes: int
+    train: OneOrMore
+    test: OneOrMore
+    classes: OneOrMore
     seed: int
 
 
 @schema
 class Eval:
-    batch_size: int
+    batch_size: OneOrMore
     transform_mode: str                          # per_example | per_batch
-    invariance_probe: int
+    invariance_probe: ZeroOrMore                    # CLIP: 0 = not measured
 
 
 @schema
 class ImageEval(Eval):
-    selection_probe: int = absent_ok()           # default: every test image
+    invariance_probe: OneOrMore
+    selection_probe: ZeroOrMore = absent_ok()       # 0 or absent: every test image
 
 
 @schema
@@ -92,32 +118,33 @@ class TaskBase:
 @schema
 class ImageData:
     split_seed: int
-    test_fraction: float = absent_ok()           # digits
-    root: str | None = absent_ok()               # null = under cache_dir
-    train_size: int | None = absent_ok()         # null = all
-    test_size: int | None = absent_ok()
+    test_fraction: Annotated[float, OpenFraction] = absent_ok()   # digits
+    root: str | None = absent_ok()               # null = under cache_dir (read: the family
+                                                 # checks that the data is there)
+    train_size: Annotated[int | None, Count] = absent_ok()        # null = all
+    test_size: Annotated[int | None, Count] = absent_ok()
     synthetic: Synthetic = absent_ok()
 
 
 @schema
 class ImagePretrain:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
+    epochs: OneOrMore                               # 0 would record an untrained backbone
+    batch_size: OneOrMore
+    lr: Rate
+    weight_decay: NonNegativeFloat
     seed: int
 
 
 @schema
 class ImageFinetune:
-    steps: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    eval_every: int
+    steps: ZeroOrMore                               # 0 = zero-shot only
+    batch_size: OneOrMore
+    lr: Rate
+    weight_decay: NonNegativeFloat
+    eval_every: OneOrMore
     optimizer: str = absent_ok()                 # default adam
-    momentum: float = absent_ok()
-    checkpoint_every: int | None = absent_ok()   # default eval_every
+    momentum: Share = absent_ok()
+    checkpoint_every: Annotated[int | None, Count] = absent_ok()   # default eval_every
 
 
 @schema
@@ -137,25 +164,25 @@ class ImageTask(TaskBase):
 
 @schema
 class ClipHead:
-    logit_scale: str | float                     # "clip" (the model's) or a number
+    logit_scale: Annotated[str | float, Positive]   # "clip" (the model's) or a number
     output: str
 
 
 @schema
 class ClipData:
-    limit_test: int | None
-    num_workers: int
+    limit_test: Annotated[int | None, Count]
+    num_workers: ZeroOrMore
     synthetic: Synthetic
 
 
 @schema
 class ClipFinetune:
-    steps: int
-    batch_size: int
-    lr: float
-    momentum: float
-    weight_decay: float
-    eval_every: int
+    steps: ZeroOrMore                               # 0 = zero-shot only
+    batch_size: OneOrMore
+    lr: Rate
+    momentum: Share
+    weight_decay: NonNegativeFloat
+    eval_every: OneOrMore
 
 
 @schema
@@ -174,32 +201,32 @@ class ClipTask(TaskBase):
 
 @schema
 class ScanData:
-    validation_fraction: float
+    validation_fraction: Annotated[float, OpenFraction]
     split_seed: int
-    eval_limit: int | None
+    eval_limit: Annotated[int | None, Count]
 
 
 @schema
 class ScanPretrain:
-    examples: int
-    batch_size: int
-    lr: float
+    examples: OneOrMore
+    batch_size: OneOrMore
+    lr: Rate
     schedule: str
-    teacher_forcing: float
-    clip_norm: float
-    eval_every_examples: int
+    teacher_forcing: Share                   # a probability
+    clip_norm: Rate
+    eval_every_examples: OneOrMore
     seed: int
 
 
 @schema
 class ScanFinetune:
-    iterations: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    clip_norm: float
-    teacher_forcing: float
-    eval_every: int
+    iterations: ZeroOrMore                          # 0 = zero-shot only
+    batch_size: OneOrMore
+    lr: Rate
+    weight_decay: NonNegativeFloat
+    clip_norm: Rate
+    teacher_forcing: Share
+    eval_every: OneOrMore
 
 
 @schema
@@ -208,8 +235,8 @@ class ScanTask(TaskBase):
     combine: str
     select_model: str
     paper_code_compat: bool
-    max_decode_len: int
-    eval_batch_size: int
+    max_decode_len: OneOrMore
+    eval_batch_size: OneOrMore
     data: ScanData
     pretrain: ScanPretrain
     finetune: ScanFinetune
@@ -248,11 +275,11 @@ class NlgTask(TaskBase):
     combine: str
     scorer: str
     regard_model: str
-    samples_per_prompt: int
-    max_new_tokens: int
-    top_k: int
-    batch_size: int
-    score_batch_size: int
+    samples_per_prompt: OneOrMore
+    max_new_tokens: OneOrMore
+    top_k: OneOrMore
+    batch_size: OneOrMore
+    score_batch_size: OneOrMore
 
 
 TASKS: dict[str, type] = {"image_classification": ImageTask, "clip": ClipTask, "scan": ScanTask,
@@ -265,19 +292,19 @@ TASKS: dict[str, type] = {"image_classification": ImageTask, "clip": ClipTask, "
 class LambdaPhase:
     """λ-equitune's phase 1: the λ-network alone, backbone frozen."""
 
-    steps: int
-    batch_size: int
-    lr: float
+    steps: ZeroOrMore                               # 0 = no λ phase
+    batch_size: OneOrMore
+    lr: Rate
 
 
 @schema
 class ClipLambdaPhase(LambdaPhase):
     """The CLIP tasks' λ phase (SGD with momentum over a pool of cached features)."""
 
-    momentum: float
-    pool: int
-    select_every: int
-    select_images: int
+    momentum: Share
+    pool: OneOrMore
+    select_every: ZeroOrMore                        # 0 = keep the last λ-network
+    select_images: OneOrMore
 
 
 # The λ-phase schema a family uses, where it differs from ``LambdaPhase``.
@@ -292,7 +319,7 @@ class Method:
     _target_: str                                # the class (equiv.instantiate builds it)
     _partial_: bool = absent_ok()
     name: str
-    chunk_size: int | None                       # null = all |G|*B views at once
+    chunk_size: Annotated[int | None, Count]     # null = all |G|*B views at once
     freeze_lambda: bool = absent_ok()
     lambda_phase: Ignored[LambdaPhase] = absent_ok()
 
@@ -301,7 +328,7 @@ class Method:
 class Equizero(Method):
     proxy: str
     surrogate: str
-    tie_tolerance: float
+    tie_tolerance: NonNegativeFloat                      # relative; 0 = exact ties only
 
 
 @schema
@@ -309,8 +336,8 @@ class LambdaEquitune(Method):
     normalization: str
     lambda_input: str
     detach_features: bool
-    hidden: int
-    dropout: float
+    hidden: OneOrMore
+    dropout: DropoutRate
     freeze_lambda: bool
     lambda_phase: LambdaPhase
 
@@ -333,27 +360,27 @@ class Backbone:
 class SelfPretrained(Backbone):
     """Backbones the suite pretrains itself (cached), or loads from ``checkpoint``."""
 
-    checkpoint: str | None                       # a state-dict file; null = our pretraining
+    checkpoint: StateDictFile | None               # a state-dict file; null = our pretraining
 
 
 @schema
 class SmallCnn(SelfPretrained):
-    channels: list[int]
-    hidden: int
-    dropout: float
+    channels: list[OneOrMore]
+    hidden: OneOrMore
+    dropout: DropoutRate
 
 
 @schema
 class SmallResnet(SelfPretrained):
-    width: int
-    blocks: list[int]
+    width: OneOrMore
+    blocks: list[OneOrMore]                         # basic blocks per stage
 
 
 @schema
 class TorchvisionCnn(Backbone):
     arch: str
     weights: str
-    input_size: int
+    input_size: OneOrMore                           # the family checks the arch's minimum
 
 
 @schema
@@ -372,9 +399,9 @@ class Gpt2(Backbone):
 
 @schema
 class TinyGpt2(Backbone):
-    n_layer: int
-    n_embd: int
-    n_head: int
+    n_layer: OneOrMore
+    n_embd: OneOrMore
+    n_head: OneOrMore
     seed: int
 
 
@@ -387,20 +414,20 @@ class QNet(SelfPretrained):
 
 @schema
 class QNetCnn(QNet):
-    channels: list[int]
-    hidden: int
+    channels: list[OneOrMore]
+    hidden: OneOrMore
 
 
 @schema
 class QNetMlp(QNet):
-    hidden: list[int]
+    hidden: list[OneOrMore]
 
 
 @schema
 class Seq2seq(SelfPretrained):
     cell: str
-    hidden: int
-    dropout: float
+    hidden: OneOrMore
+    dropout: DropoutRate
     bidirectional: bool
     attention: bool
 
@@ -468,7 +495,7 @@ class UserBackbone:
     _partial_: bool = absent_ok()
     name: str
     pretrained: bool
-    checkpoint: str | None = absent_ok()
+    checkpoint: StateDictFile | None = absent_ok()
 
 
 @schema
@@ -533,14 +560,14 @@ def schemas_for(cfg: DictConfig) -> dict[str, tuple[type, dict[type, type]]]:
 
 @schema
 class Root:
-    """The top-level keys of ``configs/config.yaml`` (the groups have their own schemas)."""
+    """The top-level keys of ``equiv/configs/config.yaml`` (the groups have their own schemas)."""
 
     seed: int
     device: str
-    cpu_threads: int | None
+    cpu_threads: Annotated[int | None, Count]    # null = torch's default
     exp_name: str
-    output_root: str
-    cache_dir: str
+    output_root: Annotated[str, WritableDir()]   # run directories are created under it
+    cache_dir: Annotated[str, WritableDir()]     # pretrained models, features: written
     force: bool
     run_subdir: Any                      # a Hydra interpolation: resolvable only inside a run
 
@@ -558,7 +585,7 @@ def check_root(cfg: DictConfig) -> None:
     for name, (tp, required) in fields.items():
         if name not in cfg:
             if required:
-                raise ConfigError(f"{name} is missing (configs/config.yaml sets it)")
+                raise ConfigError(f"{name} is missing (equiv/configs/config.yaml sets it)")
         elif tp is not Any:
             check_value(_child(cfg, name, ""), tp, name)
 
@@ -618,23 +645,27 @@ def matches(value: object, tp: Any) -> bool:
 
 
 def check_value(value: Any, tp: Any, path: str, refine: Mapping[type, type] | None = None,
-                partial: bool = False) -> None:
-    """Raise ``ConfigError`` unless ``value`` (at ``path``) has type ``tp``."""
+                partial: bool = False, rules: tuple[object, ...] = (),
+                declared: Any = None) -> None:
+    """Raise ``ConfigError`` unless ``value`` (at ``path``) has type ``tp`` and satisfies its
+    constraints (``rules``: those of the enclosing ``Annotated``; ``declared``: the type as
+    written, for the message)."""
     refine = refine or {}
-    declared = tp
+    declared = tp if declared is None else declared
     if typing.get_origin(tp) is Annotated:
         tp, *extras = typing.get_args(tp)
         partial = partial or IGNORED in extras
+        rules = (*rules, *(e for e in extras if e != IGNORED))
     if typing.get_origin(tp) in (Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and NoneType in args:
             return
         options = [a for a in args if a is not NoneType]
-        if len(options) > 1:
-            if not any(matches(value, a) for a in options):
-                raise ConfigError(f"{path}={show(value)} must be {describe(declared)}")
-            return
-        tp = options[0]
+        if len(options) == 1:
+            return check_value(value, options[0], path, refine, partial, rules, declared)
+        if not any(matches(value, a) for a in options):
+            raise ConfigError(f"{path}={show(value)} must be {describe(declared)}")
+        return _check_leaf(value, int in options, path, rules)
     tp = refine.get(tp, tp)
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp) or origin is dict:
@@ -654,6 +685,15 @@ def check_value(value: Any, tp: Any, path: str, refine: Mapping[type, type] | No
             check_value(_child(value, i, path), item, f"{path}[{i}]", refine, partial)
     elif not matches(value, tp):
         raise ConfigError(f"{path}={show(value)} must be {describe(declared)}")
+    else:
+        _check_leaf(value, tp is int, path, rules)
+
+
+def _check_leaf(value: Any, integer: bool, path: str, rules: tuple[object, ...]) -> None:
+    """Finite, in range, a usable path: ``path=value is not valid: <what is>``."""
+    what = violation(value, integer, rules)
+    if what:
+        raise ConfigError(f"{path}={show(value)} is not valid: {what}")
 
 
 def _check_fields(node: DictConfig, cls: type, path: str, refine: Mapping[type, type],

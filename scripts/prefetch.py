@@ -34,7 +34,7 @@ from equiv.config import register_resolvers  # noqa: E402
 from equiv.errors import ConfigError  # noqa: E402
 from equiv.experiments.clip import resources  # noqa: E402
 
-CONFIG_DIR = ROOT / "configs"
+CONFIG_DIR = ROOT / "equiv" / "configs"
 
 
 @dataclass

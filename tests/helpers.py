@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from equiv.config import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "configs"
+CONFIG_DIR = ROOT / "equiv" / "configs"
 
 # Budgets small enough for seconds on a 2-core CPU.
 TINY = [
@@ -46,7 +46,7 @@ def compose_config(*overrides: str, tmp: Path | None = None) -> DictConfig:
 
 
 def method_from_config(options: dict, backbone, action, input_shape=None):
-    """The method ``options["name"]`` built as its ``configs/method`` yaml builds it, with
+    """The method ``options["name"]`` built as its ``equiv/configs/method`` yaml builds it, with
     ``options`` overriding the yaml's keys."""
     from equiv.instantiate import build
 

@@ -1,7 +1,8 @@
 """``python tests/pause_at_checkpoint.py <run.py overrides>``: run.py, stopped at a known point.
 
 Also used to hold a run at that point until the test lets it go on (``EQUIV_RESUME_FILE``), and
-to make that save fail as a full disk would (``EQUIV_FAIL_ERRNO=ENOSPC``).
+to make that save fail as a full disk or a read-only file system would
+(``EQUIV_FAIL_ERRNO=ENOSPC`` / ``EROFS``).
 
 For the SIGKILL tests (tests/test_reliability.py): just before the child's ``EQUIV_PAUSE_AT``-th
 atomic save of a file matching the glob ``EQUIV_PAUSE_GLOB`` (absolute; ``*`` spans folders),
@@ -28,8 +29,9 @@ def pause_before_save(pattern: str, nth: int, marker: Path, resume: Path | None 
     """Wrap ``equiv.pretraining.save_atomic`` (which every family's checkpoints go through).
 
     At the ``nth`` matching save: write ``marker``, then wait until ``resume`` exists (without
-    ``resume``: until SIGKILL); with ``fail_errno`` (e.g. ``ENOSPC``) the save then fails as
-    the OS would (a full disk), instead of writing."""
+    ``resume``: until SIGKILL); with ``fail_errno`` (e.g. ``ENOSPC``, ``EROFS``) the save's
+    write then fails inside ``save_atomic`` as the OS would (a full disk, a read-only file
+    system). Meanwhile a test may remove or replace the run directory."""
     import errno
 
     import equiv.pretraining as pretraining
@@ -47,7 +49,11 @@ def pause_before_save(pattern: str, nth: int, marker: Path, resume: Path | None 
                     time.sleep(0.05 if resume else 3600)
                 if fail_errno:
                     code = getattr(errno, fail_errno)
-                    raise OSError(code, os.strerror(code), str(path))
+
+                    def failing(*args: Any, **kwargs: Any) -> None:
+                        raise OSError(code, os.strerror(code))
+
+                    pretraining.torch.save = failing       # this process stops at this save
         save(obj, path)
 
     # Modules import it by name: patch before run.py imports them, and any already imported.

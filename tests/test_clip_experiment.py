@@ -73,7 +73,7 @@ def test_paper_code_compat_switches(tmp_path):
 @pytest.mark.parametrize(("overrides", "message"), [
     (["task.dataset=mnist"], "task.dataset='mnist' is not valid"),
     (["backbone=small_cnn"], "does not fit task clip_rot90"),
-    (["task.head.logit_scale=-1"], "task.head.logit_scale=-1 must be"),
+    (["task.head.logit_scale=-1"], "task.head.logit_scale=-1 is not valid: a finite number > 0"),
     (["task.dataset=imagenet_v2", "task.finetune.steps=5"], "has no training split"),
     (["backbone=tiny_clip"], "use backbone.pretrained=false"),
     (["method=equizero", "method.proxy=accuracy"], "method.proxy='accuracy'"),

@@ -116,8 +116,8 @@ def test_run_py_exits_2_with_the_prefetch_command(tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["backbone=tv_alexnet", "backbone.input_size=32"], "backbone.input_size=32 must be an "
-                                                        "integer >= 63"),
+    (["backbone=tv_alexnet", "backbone.input_size=32"], "backbone.input_size=32 is not valid for "
+                                                        "alexnet: an integer >= 63"),
     (["task.head=mlp"], "task.head='mlp' is not valid"),
     (["task.finetune.optimizer=rmsprop"], "task.finetune.optimizer"),
     (["task.train_backbone=maybe"], "task.train_backbone='maybe' must be true or false"),

@@ -5,6 +5,7 @@ that no yaml or code uses; unknown keys and wrong types are refused with the key
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 import typing
@@ -12,9 +13,10 @@ import typing
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from equiv import schemas
+from equiv import constraints, schemas
 from equiv.config import check_composes, group_options, validate
 from equiv.errors import ConfigError
+from equiv.rl.config import DQNConfig
 from equiv.schemas import check_schemas, schemas_for
 from tests.helpers import CONFIG_DIR, TINY, compose_config
 from tests.test_presets import sweep_cells
@@ -84,7 +86,7 @@ def schema_keys(cls: type) -> set[tuple[str, str]]:
 
 def nested_schemas(tp: object) -> list[type]:
     """The schema dataclasses a field's type refers to (both λ phases for ``LambdaPhase``)."""
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):   # not a constraint instance
         return [tp, *([schemas.LAMBDA_PHASES["clip"]] if tp is schemas.LambdaPhase else [])]
     return [t for a in typing.get_args(tp) for t in nested_schemas(a)]
 
@@ -237,3 +239,123 @@ def test_int_is_a_float_but_not_the_reverse():
 def test_top_level_keys_are_typed_too(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_schemas(compose_config(override))
+
+
+# --- ranges, finiteness and paths (equiv.constraints) -----------------------------------------
+
+@pytest.mark.parametrize(("rule", "words", "inside", "outside"), [
+    (constraints.Count, ">= 1", [1, 10**9], [0, -1]),
+    (constraints.NonNegative, ">= 0", [0, 0.0, 1e-9], [-1, -1e-9]),
+    (constraints.Positive, "> 0", [1e-12, 3], [0, 0.0, -2.5]),
+    (constraints.Fraction, "in [0, 1]", [0, 0.5, 1.0], [-0.1, 1.0001]),
+    (constraints.OpenFraction, "in (0, 1)", [1e-9, 0.5], [0, 1, 1.0]),
+    (constraints.DropRate, "in [0, 1)", [0, 0.5], [1, 1.0, -0.5]),
+    (constraints.Range(0, 1, low_open=True), "in (0, 1]", [1, 0.1], [0]),
+])
+def test_range_bounds_and_words(rule, words, inside, outside):
+    assert rule.words() == words
+    assert all(rule.admits(v) for v in inside) and not any(rule.admits(v) for v in outside)
+    assert rule.admits("clip")                   # a string of a ``str | float`` field
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_every_float_must_be_finite_even_unconstrained(value):
+    assert constraints.violation(value, False, []) == "a finite number"
+    assert constraints.violation(value, False, [constraints.Positive]) == "a finite number > 0"
+    assert constraints.violation(1.5, False, []) is None
+    assert constraints.violation(True, True, [constraints.Count]) is None   # types: elsewhere
+
+
+def constrained(tp: object) -> bool:
+    """Whether a numeric field type declares its range (lists: their items)."""
+    if typing.get_origin(tp) is list:
+        return constrained(typing.get_args(tp)[0])
+    return typing.get_origin(tp) is typing.Annotated and any(
+        isinstance(e, constraints.Range) for e in typing.get_args(tp)[1:])
+
+
+def numeric(tp: object) -> bool:
+    args = typing.get_args(tp)
+    return tp in (int, float) or any(numeric(a) for a in args if a is not type(None))
+
+
+def every_schema() -> set[type]:
+    tables = (schemas.TASKS, schemas.METHODS, schemas.BACKBONES, schemas.QNETS, schemas.GROUPS,
+              schemas.LOGGERS, schemas.LAMBDA_PHASES)
+    roots = {cls for table in tables for cls in table.values()}
+    roots |= {schemas.Root, schemas.UserMethod, schemas.UserBackbone, schemas.UserGroup}
+    seen: set[type] = set()
+    while roots:
+        cls = roots.pop()
+        seen.add(cls)
+        for tp, _ in schemas.fields_of(cls).values():
+            roots |= set(nested_schemas(tp)) - seen
+    return seen
+
+
+def test_every_numeric_field_declares_its_range():
+    """A new number in a schema must say what range it takes; seeds take any integer."""
+    loose = [f"{cls.__name__}.{name}" for cls in every_schema()
+             for name, (tp, _) in schemas.fields_of(cls).items()
+             if numeric(tp) and not constrained(tp) and not name.endswith("seed")]
+    assert loose == []
+
+
+@pytest.mark.parametrize("override", [
+    "task.finetune.steps=0", "method.lambda_phase.steps=0", "method=equizero",
+    "method.dropout=0.0", "task.finetune.weight_decay=0", "++task.eval.selection_probe=0",
+    "task=clip_rot90", "task=dqn_cartpole",
+])
+def test_zero_where_it_means_off_is_valid(override):
+    extra = {"method=equizero": ["method.tie_tolerance=0"],
+             "task=clip_rot90": ["task.eval.invariance_probe=0", "task.data.num_workers=0",
+                                 "method.lambda_phase.select_every=0"],
+             "task=dqn_cartpole": ["task.finetune.dqn.learning_starts=0",
+                                   "task.finetune.dqn.exploration_fraction=0",
+                                   "++task.finetune.dqn.max_grad_norm=null"]}
+    check_schemas(compose_config(override, *extra.get(override, [])))
+
+
+def test_dqn_config_checks_its_own_ranges():
+    """The trainer's config, built from code, refuses what the schema refuses."""
+    with pytest.raises(ValueError, match=re.escape("gamma=nan is not valid: a finite number in")):
+        DQNConfig(gamma=math.nan)
+    with pytest.raises(ValueError, match=re.escape("tau=0.0 is not valid: a finite number in (0")):
+        DQNConfig(tau=0.0)
+    DQNConfig(learning_starts=0, max_grad_norm=None, checkpoint_every=None)
+
+
+def test_writable_dir(tmp_path):
+    rule = constraints.WritableDir()
+    assert rule.problem(str(tmp_path)) is None
+    assert rule.problem(str(tmp_path / "new" / "deeper")) is None
+    assert list(tmp_path.iterdir()) == []                  # the probe leaves nothing behind
+    (tmp_path / "afile").write_text("")
+    not_a_dir = f"{tmp_path / 'afile'} is not a directory"
+    assert rule.problem(str(tmp_path / "afile" / "sub")) == rule.problem(str(tmp_path / "afile"))
+    assert rule.problem(str(tmp_path / "afile")) == not_a_dir
+    # Root ignores permission bits: a place where no directory can be made, whoever asks.
+    assert "cannot create a directory in /proc" in rule.problem("/proc/equiv-test/x")
+
+
+def test_readable_file(tmp_path):
+    rule = constraints.ReadableFile()
+    (tmp_path / "model.pt").write_bytes(b"x")
+    assert rule.problem(str(tmp_path / "model.pt")) is None
+    assert rule.problem(str(tmp_path / "none.pt")) == "it does not exist"
+    assert rule.problem(str(tmp_path)) == "it is not a readable file"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("output_root={tmp}/afile/out", "output_root='{tmp}/afile/out' is not valid: a directory "
+                                    "that can be created and written ({tmp}/afile is not a "
+                                    "directory)"),
+    ("cache_dir={tmp}/afile", "cache_dir='{tmp}/afile' is not valid"),
+    ("backbone.checkpoint={tmp}/none.pt", "backbone.checkpoint='{tmp}/none.pt' is not valid: a "
+                                          "state-dict file saved with torch.save("),
+])
+def test_path_keys_are_checked_before_hydra_runs(override, message, tmp_path):
+    (tmp_path / "afile").write_text("")
+    override, message = (s.replace("{tmp}", str(tmp_path)) for s in (override, message))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_composes([override], CONFIG_DIR)

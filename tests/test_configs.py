@@ -71,10 +71,10 @@ def test_known_options_and_sweeps_pass_the_precheck():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["task.finetune.steps=-1"], "task.finetune.steps=-1 must be >= 0"),
-    (["task.finetune.lr=0"], "task.finetune.lr=0 must be > 0"),
+    (["task.finetune.steps=-1"], "task.finetune.steps=-1 is not valid: an integer >= 0"),
+    (["task.finetune.lr=0"], "task.finetune.lr=0 is not valid: a finite number > 0"),
     (["task.finetune.lr=fast"], "task.finetune.lr='fast' must be a number"),
-    (["method=lambda_equitune", "method.lambda_phase.steps=-5"], "must be >= 0"),
+    (["method=lambda_equitune", "method.lambda_phase.steps=-5"], "an integer >= 0"),
     (["method=equizero", "method.proxy=accuracy"], "method.proxy='accuracy' is not valid"),
     (["method=lambda_equitune", "method.normalization=relu"], "method.normalization"),
     (["seed=abc"], "seed='abc' must be an integer"),

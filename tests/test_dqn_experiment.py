@@ -108,7 +108,8 @@ def test_interrupted_finetuning_resumes_to_the_same_metrics(method, tmp_path, mo
 @pytest.mark.parametrize(("override", "fragment"), [
     ("backbone=qnet_tiny_mlp", "does not fit task dqn_gridworld"),
     ("group=cartpole_reflect", "group=cartpole_reflect does not fit task dqn_gridworld"),
-    ("task.finetune.dqn.total_steps=0", "task.finetune.dqn.total_steps=0 must be an integer"),
+    ("task.finetune.dqn.total_steps=0",
+     "task.finetune.dqn.total_steps=0 is not valid: an integer >= 1"),
     ("task.pretrain.dqn.lr=fast", "task.pretrain.dqn.lr='fast' must be a number"),
     ("+task.finetune.dqn.epsilon=0.1", "task.finetune.dqn has unknown keys epsilon"),
 ])

@@ -5,15 +5,23 @@
 - Two sweeps writing the same run directory: the second is refused in one line.
 - A cached pretrained model that was truncated: refused in one line (its checksum), never
   loaded; deleting it pretrains it again.
-- A full disk at a checkpoint write: exit 1 in one line, no results.json, the previous
-  checkpoint intact, and the same command then resumes and completes.
+- A full disk, or a read-only run directory, at a checkpoint write: exit 1 in one line, no
+  results.json, the previous checkpoint intact, and the same command then resumes and
+  completes with the metrics of an uninterrupted run.
+- The run directory removed, or replaced by another, while a run writes it: exit 1 in one line
+  at its next write, nothing written into the replacement, no results.json, and the same
+  command then runs it anew to the same metrics.
+- How faults are worded (in-process): a failed write says what is kept, a failed read claims
+  nothing about checkpoints.
 The child processes are held at a known save (tests/pause_at_checkpoint.py), never raced.
 """
 
 from __future__ import annotations
 
+import errno as errno_codes
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +30,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from equiv.checkpoints import run_dir_lock
+from equiv.cli import describe_fault
+from equiv.errors import RunDirGoneError, WriteError
+from equiv.pretraining import save_atomic
+from equiv.results import write_results
 from tests.helpers import ROOT, TINY
 
 ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -129,23 +142,113 @@ def test_a_corrupted_cached_model_is_refused_then_rebuilt(tmp_path):
     assert results(tmp_path, "equitune")["pretrain"]["cached"] is False
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    """The metrics of the faulty runs' config, run without a fault."""
+    root = tmp_path_factory.mktemp("reference")
+    assert run_py([*FINETUNE, "method=equitune"], root).returncode == 0
+    return results(root, "equitune")["metrics"]
+
+
 @pytest.mark.slow
-def test_a_full_disk_at_a_checkpoint_loses_nothing(tmp_path):
+@pytest.mark.parametrize(("errno", "says"), [("ENOSPC", "No space left on device"),
+                                             ("EROFS", "Read-only file system")])
+def test_a_failing_write_at_a_checkpoint_loses_nothing(errno, says, reference, tmp_path):
+    """A full disk, or the run directory made read-only (as root, chmod binds nobody: the
+    write fails as the OS would), at the second checkpoint."""
     args = [*FINETUNE, "method=equitune"]
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    assert run_py(args, reference).returncode == 0
     faulty, faulty_err = start(args, tmp_path, "faulty", hold_at(
         tmp_path, "outputs/*/progress.pt", 2, "faulty", EQUIV_RESUME_FILE=str(tmp_path),
-        EQUIV_FAIL_ERRNO="ENOSPC"))
+        EQUIV_FAIL_ERRNO=errno))
     assert faulty.wait(HANG) == 1
     lines = faulty_err.read_text().strip().splitlines()
-    assert len(lines) == 1 and "No space left on device" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write "), lines
+    assert f"({says}); completed checkpoints are kept" in lines[0], lines
     assert not list((tmp_path / "outputs").rglob("results.json"))
     (progress,) = (tmp_path / "outputs").rglob("progress.pt")
     saved = torch.load(progress, weights_only=False)
-    assert saved                                            # the first checkpoint, intact
+    assert saved["step"] == 20                              # the first checkpoint, intact
+    assert not list(progress.parent.glob(".progress.pt.*"))  # no temporary file left
     again = run_py(args, tmp_path)
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stderr
-    assert results(tmp_path, "equitune")["metrics"] == results(reference, "equitune")["metrics"]
+    assert results(tmp_path, "equitune")["metrics"] == reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_the_run_directory_removed_while_a_run_writes(how, reference, tmp_path):
+    """Held just before its second checkpoint, the run's directory is deleted (and, for
+    "replaced", another directory put in its place); let go, the run stops at that write with
+    one line instead of recreating the directory or writing into the new one. The same command
+    then runs it anew to the end."""
+    args = [*FINETUNE, "method=equitune"]
+    resume = tmp_path / "go"
+    faulty, faulty_err = start(args, tmp_path, "faulty", hold_at(
+        tmp_path, "outputs/*/progress.pt", 2, "faulty", EQUIV_RESUME_FILE=str(resume)))
+    wait_for((tmp_path / "faulty.paused").exists, faulty, "second checkpoint")
+    (progress,) = (tmp_path / "outputs").rglob("progress.pt")
+    run_dir = progress.parent
+    shutil.rmtree(run_dir)
+    if how == "replaced":
+        run_dir.mkdir()
+        (run_dir / "other.txt").write_text("someone else's\n")
+    resume.touch()
+    assert faulty.wait(HANG) == 1
+    lines = faulty_err.read_text().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0] == (f"error: run directory {run_dir.resolve()} was removed or replaced while "
+                        "the run was writing it; the run stopped without writing there again, "
+                        "and the same command runs it anew")
+    assert not list((tmp_path / "outputs").rglob("results.json"))
+    if how == "removed":
+        assert not run_dir.exists()
+    else:
+        assert [p.name for p in run_dir.iterdir()] == ["other.txt"]
+    again = run_py(args, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert results(tmp_path, "equitune")["metrics"] == reference
+
+
+# --- in-process: how faults are worded ---------------------------------------------------------
+
+def test_a_failed_read_does_not_claim_anything_about_checkpoints():
+    err = OSError(errno_codes.EIO, os.strerror(errno_codes.EIO), "/data/train.idx")
+    assert describe_fault(err) == "I/O error (Input/output error): /data/train.idx"
+
+
+def test_a_failed_checkpoint_write_says_what_is_kept(tmp_path, monkeypatch):
+    target = tmp_path / "progress.pt"
+    save_atomic({"step": 1}, target)
+
+    def full(*args, **kwargs):
+        raise OSError(errno_codes.ENOSPC, os.strerror(errno_codes.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(WriteError) as caught:
+        save_atomic({"step": 2}, target)
+    assert describe_fault(caught.value) == (
+        f"cannot write {target} (No space left on device); completed checkpoints are kept, and "
+        "the same command resumes from the last one")
+    assert [p.name for p in tmp_path.iterdir()] == ["progress.pt"]     # no temporary file
+    assert torch.load(target)["step"] == 1
+
+
+def test_a_failed_results_write_says_the_run_is_not_saved(tmp_path):
+    (tmp_path / "results.json").mkdir()                 # cannot be replaced by a file
+    with pytest.raises(WriteError, match=r"results.json \(.*\); the run's results are not saved"):
+        write_results(tmp_path, {"status": "complete"})
+
+
+def test_writes_into_a_held_run_directory_check_that_it_is_still_there(tmp_path):
+    run_dir = tmp_path / "run"
+    with run_dir_lock(run_dir):
+        save_atomic({"step": 1}, run_dir / "progress.pt")
+        write_results(run_dir, {"status": "complete"})
+        shutil.rmtree(run_dir)
+        for write in (lambda: save_atomic({}, run_dir / "progress.pt"),
+                      lambda: write_results(run_dir, {})):
+            with pytest.raises(RunDirGoneError, match="was removed or replaced"):
+                write()
+        assert not run_dir.exists()
+    save_atomic({"step": 2}, run_dir / "progress.pt")  # released: an ordinary directory again

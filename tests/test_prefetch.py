@@ -47,7 +47,7 @@ def test_random_init_needs_no_weights(prefetch, capsys, tmp_path):
 
 
 def test_fashion_mnist(prefetch, capsys, tmp_path):
-    if not (ROOT / "configs" / "task" / "fmnist_rot90.yaml").exists():
+    if not (ROOT / "equiv" / "configs" / "task" / "fmnist_rot90.yaml").exists():
         pytest.skip("task fmnist_rot90 not present")
     out = dry_run(prefetch, capsys, "task=fmnist_rot90", f"cache_dir={tmp_path}")
     assert "would fetch Fashion-MNIST" in out and f"into {tmp_path / 'FashionMNIST'}" in out

@@ -239,7 +239,7 @@ def test_corrupted_progress_is_a_one_line_error_and_force_starts_over(tmp_path):
     assert proc.returncode == 1 and len(errors) == 2, proc.stderr
     bad = outputs / "s0" / PROGRESS_FILE
     assert errors[0].startswith(f"error: cannot read progress file {bad}")
-    assert errors[1] == "error: 1 sweep job(s) failed, see above"
+    assert errors[1] == "error: 1 sweep job(s) failed"
     assert "Traceback" not in proc.stderr
     assert not (outputs / "s0" / RESULTS_FILE).exists() and (outputs / "s1" / RESULTS_FILE).exists()
     cfg.force = True

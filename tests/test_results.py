@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from equiv import results as R
+from equiv.errors import WriteError
 
 
 def _config() -> dict:
@@ -131,7 +132,7 @@ def test_failed_replace_keeps_old_file(tmp_path, monkeypatch):
         raise OSError("disk on fire")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="disk on fire"):
+    with pytest.raises(WriteError, match=r"\(disk on fire\); the run's results are not saved"):
         R.write_results(tmp_path, {"status": "complete", "metrics": {"new": 2}})
     assert (tmp_path / R.RESULTS_FILE).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [R.RESULTS_FILE]
@@ -142,7 +143,7 @@ def test_failed_replace_leaves_nothing_when_absent(tmp_path, monkeypatch):
         raise OSError("disk on fire")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError):
         R.write_results(tmp_path, {"status": "complete", "metrics": {}})
     assert list(tmp_path.iterdir()) == []
     assert not R.is_complete(tmp_path)

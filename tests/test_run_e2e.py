@@ -33,7 +33,7 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
     (["task=digits_rot90", "group=nonsense"],
      "unknown group 'nonsense'; valid group options: acrobot_reflect, cartpole_reflect, d4, "
      "grid_rot90, hflip, rot180, rot90, scan_"),
-    (["task.finetune.steps=-1"], "task.finetune.steps=-1 must be >= 0"),
+    (["task.finetune.steps=-1"], "task.finetune.steps=-1 is not valid: an integer >= 0"),
     (["method=equizero", "method.proxy=accuracy"], "method.proxy='accuracy' is not valid"),
     (["task=dqn_cartpole", "task.finetune.lr=3"],
      "Could not override 'task.finetune.lr'. To append to your config use +task.finetune.lr=3 "
@@ -49,14 +49,15 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
      "group=word_swap_gender does not fit task nlg_race_respect"),
     (["task=scan_add_jump", "backbone=small_cnn"],
      "backbone 'small_cnn' does not fit task scan_add_jump"),
-    (["task.pretrain.epochs=0"], "task.pretrain.epochs=0 must be > 0"),
-    (["task.finetune.batch_size=0"], "task.finetune.batch_size=0 must be > 0"),
-    (["task.pretrain.lr=-0.1"], "task.pretrain.lr=-0.1 must be > 0"),
+    (["task.pretrain.epochs=0"], "task.pretrain.epochs=0 is not valid: an integer >= 1"),
+    (["task.finetune.batch_size=0"],
+     "task.finetune.batch_size=0 is not valid: an integer >= 1"),
+    (["task.pretrain.lr=-0.1"], "task.pretrain.lr=-0.1 is not valid: a finite number > 0"),
     (["task.finetune.lr=abc"], "task.finetune.lr='abc' must be a number"),
     (["task=scan_around_right", "task.finetune.iterations=-5"],
-     "task.finetune.iterations=-5 must be an integer >= 0"),
+     "task.finetune.iterations=-5 is not valid: an integer >= 0"),
     (["seed=abc"], "seed='abc' must be an integer"),
-    (["cpu_threads=0"], "cpu_threads=0 must be > 0"),
+    (["cpu_threads=0"], "cpu_threads=0 is not valid: an integer >= 1"),
     (["device=tpu"], "device='tpu' is not valid; valid: auto, cpu, cuda, mps"),
     (["task.eval.transform_mode=sometimes"], "task.eval.transform_mode='sometimes' is not valid"),
     (["method=lambda_equitune", "method.normalization=relu"],
@@ -73,23 +74,81 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
     (["task=cnn_cifar10_rot90"], "torchvision ImageNet weights ResNet18_Weights.IMAGENET1K_V1"),
     (["task=nlg_race_respect"], "GPT-2 weights 'gpt2' not found"),
     (["task=scan_add_jump", "backbone.checkpoint=/nonexistent/model.pt"],
-     "backbone.checkpoint=/nonexistent/model.pt does not exist"),
-    (["backbone.checkpoint=/"], "backbone.checkpoint=/ is not a readable file"),
+     "backbone.checkpoint='/nonexistent/model.pt' is not valid: a state-dict file saved with "
+     "torch.save(model.state_dict(), path) (it does not exist)"),
+    (["backbone.checkpoint=/"], "backbone.checkpoint='/' is not valid: a state-dict file saved "
+                                "with torch.save(model.state_dict(), path) (it is not a readable"),
     (["+task.finetune.lrr=1"], "task.finetune has unknown keys lrr (task.finetune.lrr); valid:"),
     (["task=scan_add_jump", "backbone.hidden=big"], "backbone.hidden='big' must be an integer"),
     (["+sed=1"], "unknown top-level keys sed; valid: backbone, cache_dir"),
     (["force=maybe"], "force='maybe' must be true or false"),
+    # numbers: finite and in range (equiv.constraints), every family's nodes
+    (["task.finetune.lr=nan"], "task.finetune.lr=nan is not valid: a finite number > 0"),
+    (["task.finetune.lr=inf"], "task.finetune.lr=inf is not valid: a finite number > 0"),
+    (["task.finetune.lr=0"], "task.finetune.lr=0 is not valid: a finite number > 0"),
+    (["task.pretrain.weight_decay=-inf"],
+     "task.pretrain.weight_decay=-inf is not valid: a finite number >= 0"),
+    (["task.eval.invariance_probe=-5"],
+     "task.eval.invariance_probe=-5 is not valid: an integer >= 1"),
+    (["method=equizero", "method.tie_tolerance=-1e-3"],
+     "method.tie_tolerance=-0.001 is not valid: a finite number >= 0"),
+    (["method=lambda_equitune", "method.dropout=1.5"],
+     "method.dropout=1.5 is not valid: a finite number in [0, 1)"),
+    (["method=vanilla", "method.chunk_size=0"],
+     "method.chunk_size=0 is not valid: an integer >= 1"),
+    (["backbone.channels=[16,0]"], "backbone.channels[1]=0 is not valid: an integer >= 1"),
+    (["task.data.test_fraction=1.0"],
+     "task.data.test_fraction=1.0 is not valid: a finite number in (0, 1)"),
+    (["task=scan_add_jump", "task.pretrain.teacher_forcing=1.5"],
+     "task.pretrain.teacher_forcing=1.5 is not valid: a finite number in [0, 1]"),
+    (["task=scan_add_jump", "task.finetune.clip_norm=0"],
+     "task.finetune.clip_norm=0 is not valid: a finite number > 0"),
+    (["task=dqn_cartpole", "task.finetune.dqn.gamma=nan"],
+     "task.finetune.dqn.gamma=nan is not valid: a finite number in [0, 1]"),
+    (["task=dqn_cartpole", "task.pretrain.dqn.eval_episodes=-1"],
+     "task.pretrain.dqn.eval_episodes=-1 is not valid: an integer >= 1"),
+    (["task=dqn_cartpole", "task.finetune.dqn.exploration_fraction=2"],
+     "task.finetune.dqn.exploration_fraction=2 is not valid: a finite number in [0, 1]"),
+    (["task=clip_rot90", "task.head.logit_scale=-inf"],
+     "task.head.logit_scale=-inf is not valid: a finite number > 0"),
+    (["task=clip_rot90", "method=lambda_equitune", "method.lambda_phase.momentum=1.5"],
+     "method.lambda_phase.momentum=1.5 is not valid: a finite number in [0, 1]"),
+    (["task=nlg_race_respect", "task.top_k=0"], "task.top_k=0 is not valid: an integer >= 1"),
+    # paths: what the run does with them, before any work ({tmp}/afile is a regular file)
+    (["output_root={tmp}/afile/outputs"], "output_root='{tmp}/afile/outputs' is not valid: a "
+                                          "directory that can be created and written "
+                                          "({tmp}/afile is not a directory)"),
+    (["cache_dir={tmp}/afile/cache"], "cache_dir='{tmp}/afile/cache' is not valid: a directory "
+                                      "that can be created and written ({tmp}/afile is not a "
+                                      "directory)"),
+    (["output_root=/proc/equiv-test/outputs"],
+     "output_root='/proc/equiv-test/outputs' is not valid: a directory that can be created and "
+     "written (cannot create a directory in /proc: No such file or directory)"),
+    (["cache_dir=/sys/equiv-test"], "cache_dir='/sys/equiv-test' is not valid: a directory "
+                                   "that can be created and written (cannot create a directory "
+                                   "in /sys: Operation not permitted)"),
+    (["cache_dir=/dev/null/cache"], "cache_dir='/dev/null/cache' is not valid: a directory that "
+                                    "can be created and written (/dev/null is not a directory)"),
     # Hydra's own command-line errors
     (["seed=0,1"], "seed=0,1 is a sweep: add -m to run each value, or write seed=[...]"),
     (["task=digits_rot90,fmnist_rot90"], "task=digits_rot90,fmnist_rot90 is a sweep: add -m"),
     (["seed=[1"], "cannot parse the command line: no viable alternative at input '[1'"),
     (["--bogus-flag"], "unknown option --bogus-flag; valid: "),
+    (["--config-dir", "{tmp}/none"], "--config-dir {tmp}/none is not valid: a directory of "
+                                     "configs"),
     (["-m", "seed=0", "hydra/launcher=nope"],
      "Could not find 'hydra/launcher/nope'; Available options in 'hydra/launcher': basic"),
     (["hydra.job.chdir=maybe"], "Value 'maybe' is not a valid bool"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment, tmp_path):
-    proc, cpu = run_py_cpu(*args, f"output_root={tmp_path}", f"cache_dir={tmp_path / 'cache'}",
+    """The catalogue: each row a command line (``{tmp}``: the test's directory) and a fragment
+    of the one line it must print."""
+    (tmp_path / "afile").write_text("")                  # rows put paths under a regular file
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    fragment = fragment.replace("{tmp}", str(tmp_path))
+    given = {a.split("=", 1)[0] for a in args}
+    paths = {"output_root": str(tmp_path), "cache_dir": str(tmp_path / "cache")}
+    proc, cpu = run_py_cpu(*args, *(f"{k}={v}" for k, v in paths.items() if k not in given),
                            cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -98,7 +157,7 @@ def test_bad_input_exits_2_with_one_line(args, fragment, tmp_path):
     # No heavy work before the refusal: the child's CPU time, not wall time (on a loaded machine
     # wall time is mostly waiting). A refusal costs ~0.4 s of CPU here, importing torch ~3 s.
     assert cpu < 5.0, cpu
-    assert list(tmp_path.iterdir()) == []          # no run directory left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]    # no run directory left behind
 
 
 @pytest.mark.slow

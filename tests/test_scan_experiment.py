@@ -152,8 +152,8 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypat
     ("group=rot90", "group=rot90 does not fit task scan_add_jump"),
     ("task.split=jump", "task.split='jump' is not valid"),
     ("task.combine=mean", "task.combine='mean' is not valid"),
-    ("task.finetune.iterations=-1", "task.finetune.iterations=-1 must be an integer >= 0"),
-    ("task.data.eval_limit=0", "task.data.eval_limit=0 must be an integer >= 1"),
+    ("task.finetune.iterations=-1", "task.finetune.iterations=-1 is not valid: an integer >= 0"),
+    ("task.data.eval_limit=0", "task.data.eval_limit=0 is not valid: an integer >= 1"),
     ("task.pretrain.schedule=linear", "task.pretrain.schedule='linear' is not valid"),
 ])
 def test_bad_scan_configs_are_rejected(override, fragment):

@@ -3,7 +3,7 @@
 Both expose ``features``/``head``/``feature_dim`` like :class:`equiv.backbones.SmallCNN`, so
 λ-equitune can score the views of a pretrained Q-network from its own features. Both take the
 environment's ``obs_shape`` and ``n_actions`` (what the DQN protocol supplies to any Q-network a
-config names); the defaults are ``configs/backbone/qnet_{mlp,cnn}.yaml``'s.
+config names); the defaults are ``equiv/configs/backbone/qnet_{mlp,cnn}.yaml``'s.
 """
 
 from __future__ import annotations

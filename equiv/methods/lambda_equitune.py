@@ -75,7 +75,7 @@ class LambdaEquitune(Symmetrizer):
 
     Without a ``lambda_net`` the paper's :class:`LambdaNet` (``hidden``, ``dropout``) is built
     on the backbone's ``feature_dim`` or, scoring inputs, on ``input_shape`` (one example).
-    The defaults are ``configs/method/lambda_equitune.yaml``'s (a test keeps them equal).
+    The defaults are ``equiv/configs/method/lambda_equitune.yaml``'s (a test keeps them equal).
     """
 
     def __init__(self, backbone: nn.Module, action: GroupAction,

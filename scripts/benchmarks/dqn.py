@@ -17,7 +17,8 @@ import gymnasium as gym
 import torch
 from omegaconf import OmegaConf
 
-from scripts.benchmarks.common import ROOT, Section, peak_rss_mb, timed
+from equiv.config import CONFIG_DIR
+from scripts.benchmarks.common import Section, peak_rss_mb, timed
 
 ENVS = ("gridworld", "cartpole", "acrobot")
 
@@ -48,11 +49,11 @@ class _Counter(gym.Wrapper):
 
 def _task(env: str) -> tuple[Any, Any]:
     """The task config and its default backbone config, read from the YAML files."""
-    raw = OmegaConf.load(ROOT / "configs" / "task" / f"dqn_{env}.yaml")
+    raw = OmegaConf.load(CONFIG_DIR / "task" / f"dqn_{env}.yaml")
     overrides = {k: v for entry in raw.defaults if OmegaConf.is_dict(entry)
                  for k, v in entry.items()}
     backbone = overrides["override /backbone"]
-    return raw.task, OmegaConf.load(ROOT / "configs" / "backbone" / f"{backbone}.yaml")
+    return raw.task, OmegaConf.load(CONFIG_DIR / "backbone" / f"{backbone}.yaml")
 
 
 def _model(env: str, method: str, task: Any, backbone: Any) -> torch.nn.Module:
@@ -66,8 +67,8 @@ def _model(env: str, method: str, task: Any, backbone: Any) -> torch.nn.Module:
                       env_factory(env, task.env_kwargs, restricted=False))
     # The method and group as a run composes them (the method's ``${task.*}`` defaults resolved).
     both = OmegaConf.create({
-        "task": task, "method": OmegaConf.load(ROOT / "configs" / "method" / f"{method}.yaml"),
-        "group": OmegaConf.load(ROOT / "configs" / "group" / f"{group}.yaml")})
+        "task": task, "method": OmegaConf.load(CONFIG_DIR / "method" / f"{method}.yaml"),
+        "group": OmegaConf.load(CONFIG_DIR / "group" / f"{group}.yaml")})
     return build(both.method, "method", backbone=qnet, action=build(both.group, "group"))
 
 

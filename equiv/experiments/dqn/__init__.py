@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from equiv.config import one_of, validate_method_options
 from equiv.errors import ConfigError
 from equiv.instantiate import is_suite_target
 from equiv.method_options import SURROGATES, VECTOR_PROXIES
-from equiv.rl.config import DQNConfig
 
 if TYPE_CHECKING:
     from equiv.experiment import Outcome, RunContext
@@ -21,15 +20,6 @@ BACKBONES = {"gridworld": ("qnet_cnn", "qnet_tiny_cnn"), "cartpole": ("qnet_mlp"
              "acrobot": ("qnet_mlp", "qnet_tiny_mlp")}
 
 
-def _check_dqn(node: DictConfig, path: str) -> None:
-    """The trainer's own range checks (the schema, which is ``DQNConfig``, checked keys and
-    types); absent keys take its defaults."""
-    try:
-        DQNConfig(**OmegaConf.to_container(node, resolve=True))
-    except ValueError as err:
-        raise ConfigError(f"{path}.{err}") from err
-
-
 def validate(cfg: DictConfig) -> None:
     """Everything that can be checked before loading torch or building environments."""
     task, method = cfg.task, cfg.method
@@ -37,8 +27,6 @@ def validate(cfg: DictConfig) -> None:
     if is_suite_target(cfg.backbone) and cfg.backbone.name not in BACKBONES[task.env]:
         raise ConfigError(f"backbone {cfg.backbone.name!r} does not fit task {task.name}; valid "
                           f"backbones: {', '.join(BACKBONES[task.env])}")
-    _check_dqn(task.pretrain.dqn, "task.pretrain.dqn")
-    _check_dqn(task.finetune.dqn, "task.finetune.dqn")
     validate_method_options(method, VECTOR_PROXIES, "DQN",
                             surrogates=(*SURROGATES, "chosen"))
     if method.name == "lambda_equitune":

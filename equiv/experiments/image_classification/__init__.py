@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from equiv.config import one_of, validate_image_task
 from equiv.errors import ConfigError
@@ -27,18 +27,9 @@ OPTIMIZERS = ("adam", "sgd")
 MIN_INPUT_SIZE = {"resnet18": 1, "alexnet": 63}           # as equiv.backbones.torchvision_cnn
 
 
-def _count(value: object, key: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
-
-
-def _flag(value: object, key: str) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} must be true or false")
-
-
 def validate(cfg: DictConfig) -> None:
-    """Everything that can be checked before loading torch, data or models."""
+    """Everything that can be checked before loading torch, data or models (types and ranges:
+    the schemas, ``equiv.schemas``)."""
     task, method, backbone = cfg.task, cfg.method, cfg.backbone
     validate_image_task(cfg, DATASETS, BACKBONES)
     if method.name == "lambda_equitune":
@@ -47,21 +38,8 @@ def validate(cfg: DictConfig) -> None:
     if method.name == "equizero":
         one_of(method.proxy, VECTOR_PROXIES, "method.proxy")
         one_of(method.surrogate, SURROGATES, "method.surrogate")
-    for key in ("train_size", "test_size"):
-        size = task.data.get(key)
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-            raise ConfigError(f"task.data.{key}={size!r} must be a positive integer or null")
     one_of(task.finetune.get("optimizer", "adam"), OPTIMIZERS, "task.finetune.optimizer")
-    momentum = task.finetune.get("momentum", 0.0)
-    if isinstance(momentum, bool) or not isinstance(momentum, int | float) or momentum < 0:
-        raise ConfigError(f"task.finetune.momentum={momentum!r} must be a number >= 0")
     one_of(task.get("head", "replace"), HEADS, "task.head")
-    for key in ("paper_code_compat", "train_backbone"):
-        if key in task:
-            _flag(task[key], f"task.{key}")
-    if task.dataset == "synthetic":
-        for key in ("train", "test", "classes"):
-            _count(OmegaConf.select(task, f"data.synthetic.{key}"), f"task.data.synthetic.{key}")
     if backbone.name in IMAGENET_BACKBONES:
         _validate_imagenet_backbone(cfg)
     elif "pretrain" not in task:
@@ -80,8 +58,10 @@ def _validate_imagenet_backbone(cfg: DictConfig) -> None:
                           f"{', '.join(RGB_DATASETS)}")
     one_of(backbone.arch, tuple(TORCHVISION_WEIGHTS), "backbone.arch")
     one_of(backbone.weights, (TORCHVISION_WEIGHTS[backbone.arch].tag,), "backbone.weights")
-    _flag(backbone.pretrained, "backbone.pretrained")
-    _count(backbone.input_size, "backbone.input_size", MIN_INPUT_SIZE[backbone.arch])
+    minimum = MIN_INPUT_SIZE[backbone.arch]
+    if backbone.input_size < minimum:
+        raise ConfigError(f"backbone.input_size={backbone.input_size} is not valid for "
+                          f"{backbone.arch}: an integer >= {minimum}")
 
 
 def check_resources(cfg: DictConfig) -> None:

@@ -30,7 +30,6 @@ from equiv.checkpoints import fingerprint
 from equiv.data.cifar import cifar_root, load_cifar10_split, synthetic_split
 from equiv.data.digits import ImageSplit, load_digits_split
 from equiv.data.fashion_mnist import load_fashion_mnist_split
-from equiv.errors import ConfigError
 from equiv.experiment import Outcome, RunContext
 from equiv.experiments.image_classification import IMAGENET_BACKBONES, fetch_command
 from equiv.experiments.image_classification.resources import TORCHVISION_WEIGHTS, require_weights
@@ -210,10 +209,6 @@ def lambda_weight_summary(model: Symmetrizer, x: Tensor, g: Tensor, transform: G
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     task, mcfg = cfg.task, cfg.method
-    every = task.finetune.get("checkpoint_every")
-    if every is not None and (not isinstance(every, int) or every < 1):
-        raise ConfigError(f"task.finetune.checkpoint_every={every!r} must be an integer >= 1 "
-                          "(or null: at every evaluation)")
     out = Outcome()
     split = DATASETS[task.dataset](cfg)
     device = ctx.device
