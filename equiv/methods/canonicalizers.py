@@ -170,7 +170,13 @@ def _turn_copies(stack: Tensor, rotations: int) -> Tensor:
 def _exact_layers() -> tuple[type[nn.Module], ...]:
     """equiadapt's four layers with the filter rotation made exact (imported lazily: equiadapt
     pulls in e2cnn, seconds of import time that the other canonicalizers do not need)."""
-    from equiadapt.images.canonicalization_networks import custom_group_equivariant_layers as eq
+    try:
+        from equiadapt.images.canonicalization_networks import (
+            custom_group_equivariant_layers as eq,
+        )
+    except ImportError as err:
+        raise ImportError("GroupConvCanonicalizer needs equiadapt: pip install "
+                          "'equiv[canonicalize]' (or use ImageViewScorer)") from err
 
     def lift_weights(self: nn.Module, weights: Tensor, num_rotations: int = 4) -> Tensor:
         order = num_rotations * (2 if hasattr(self, "num_group_elements") else 1)
