@@ -13,8 +13,8 @@ from torch import nn
 
 from equiv.data.vocab import Vocab
 from equiv.envs.symmetries import make_env_action
-from equiv.groups import make_action
-from equiv.groups.words import word_action
+from equiv.groups import image_group
+from equiv.groups import words as word_groups
 from equiv.methods import (
     Canonicalize,
     GroupConvCanonicalizer,
@@ -84,15 +84,15 @@ def token_input(gen, batch):
 
 
 def words(name):
-    return lambda: word_action(name, IN_VOCAB, OUT_VOCAB)
+    return lambda: getattr(word_groups, name)(IN_VOCAB, OUT_VOCAB)
 
 
 IMAGE_GROUPS = ["rot90", "rot180", "hflip", "d4"]
 CASES = {
     # name: (action, backbone, input, canonicalizer kinds)
-    **{f"{g}-invariant": (lambda g=g: make_action(g), ImageClassifier, image_input,
+    **{f"{g}-invariant": (lambda g=g: image_group(g), ImageClassifier, image_input,
                           ("groupconv", "image")) for g in IMAGE_GROUPS},
-    **{f"{g}-image": (lambda g=g: make_action(g, output="image"), ImageToImage, image_input,
+    **{f"{g}-image": (lambda g=g: image_group(g, output="image"), ImageToImage, image_input,
                       ("groupconv", "image")) for g in ("rot90", "hflip", "d4")},
     **{name: (words(name), CommandModel, token_input, ("gru", "mean"))
        for name in ("scan_verb", "scan_direction", "scan_verb4")},
@@ -338,7 +338,7 @@ def test_exact_filter_turns_match_equiadapt_up_to_its_interpolation():
 
 def test_seeded_construction_leaves_the_global_stream_alone():
     pytest.importorskip("equiadapt")
-    action = make_action("rot90")
+    action = image_group("rot90")
     torch.manual_seed(5)
     before = torch.rand(1)
     torch.manual_seed(5)
@@ -350,10 +350,10 @@ def test_seeded_construction_leaves_the_global_stream_alone():
 
 
 def test_bad_options_are_refused():
-    action = make_action("rot90")
+    action = image_group("rot90")
     with pytest.raises(ValueError, match="gradient"):
         Canonicalize(nn.Identity(), action, ImageViewScorer(action, C), gradient="gumbel")
     with pytest.raises(ValueError, match="scores 8 elements"):
-        Canonicalize(nn.Identity(), action, ImageViewScorer(make_action("d4"), C))
+        Canonicalize(nn.Identity(), action, ImageViewScorer(image_group("d4"), C))
     with pytest.raises(ValueError, match="image groups"):
         GroupConvCanonicalizer(make_env_action("cartpole_reflect"), 4)      # before any import

@@ -54,7 +54,7 @@ def canonicalizers(action: Any, channels: int, sizes: dict[str, int]) -> dict[st
 
 @torch.no_grad()
 def backbone_rows(name: str, args: argparse.Namespace) -> list[list[str]]:
-    from equiv.groups import make_action
+    from equiv.groups import image_group
     from equiv.methods import Canonicalize, Equitune
 
     backbone, shape = build_backbone(name)
@@ -64,7 +64,7 @@ def backbone_rows(name: str, args: argparse.Namespace) -> list[list[str]]:
     sizes = SIZES[name]
     rows = []
     for group in args.canonicalize_groups.split(","):
-        action = make_action(group)
+        action = image_group(group)
         models = {label: Canonicalize(backbone, action, canon).eval()
                   for label, canon in canonicalizers(action, shape[0], sizes).items()}
         models["equitune"] = Equitune(backbone, action).eval()
