@@ -85,6 +85,7 @@ class TaskBase:
     family: str
     compatible_groups: list[str]
     equizero_proxy: str
+    canonicalizer: Any = absent_ok()             # method=canonicalize's network (a _target_ node)
 
 
 # --- task: image classification (digits, Fashion-MNIST, torchvision CNNs on CIFAR-10) --------
@@ -262,6 +263,16 @@ TASKS: dict[str, type] = {"image_classification": ImageTask, "clip": ClipTask, "
 # --- method ------------------------------------------------------------------------------------
 
 @schema
+class Phase:
+    """A training phase of a method's added network (λ-network, canonicalizer), backbone
+    frozen."""
+
+    steps: int
+    batch_size: int
+    lr: float
+
+
+@schema
 class LambdaPhase:
     """λ-equitune's phase 1: the λ-network alone, backbone frozen."""
 
@@ -315,8 +326,21 @@ class LambdaEquitune(Method):
     lambda_phase: LambdaPhase
 
 
+@schema
+class Canonicalize(Method):
+    canonicalizer: dict[str, Any] | None         # _target_ and arguments; null: not this task
+    gradient: str
+    temperature: float
+    tie_tolerance: float
+    prior_weight: float
+    freeze_canonicalizer: bool
+    prior_phase: Phase
+    canonicalizer_phase: Phase
+
+
 METHODS: dict[str, type] = {"vanilla": Method, "equitune": Method,
-                            "lambda_equitune": LambdaEquitune, "equizero": Equizero}
+                            "lambda_equitune": LambdaEquitune, "equizero": Equizero,
+                            "canonicalize": Canonicalize}
 
 
 # --- backbone ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from equiv.config import one_of, validate_image_task
+from equiv.config import one_of, validate_canonicalize, validate_image_task
 from equiv.errors import ConfigError
 from equiv.method_options import LAMBDA_INPUTS, NORMALIZATIONS, SURROGATES, VECTOR_PROXIES
 
@@ -47,6 +47,7 @@ def validate(cfg: DictConfig) -> None:
     if method.name == "equizero":
         one_of(method.proxy, VECTOR_PROXIES, "method.proxy")
         one_of(method.surrogate, SURROGATES, "method.surrogate")
+    validate_canonicalize(method, "image_classification")
     for key in ("train_size", "test_size"):
         size = task.data.get(key)
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
