@@ -21,7 +21,7 @@ from torch import nn
 from equiv.config import group_options
 from equiv.errors import ConfigError, MissingResourceError
 from equiv.groups import GroupAction, rot90
-from equiv.instantiate import SUITE_KEYS, arguments, build, check, target
+from equiv.instantiate import SUITE_KEYS, arguments, build, build_method, check, target
 from tests.helpers import CONFIG_DIR, ROOT, compose_config
 
 
@@ -51,9 +51,9 @@ class TinyClassifier(nn.Module):
 
 @pytest.mark.parametrize("option", group_options(CONFIG_DIR, "method"))
 def test_every_method_config_builds_its_class(option):
-    method = node("method", option)
-    model = build(method, "method", backbone=TinyClassifier(), action=rot90(),
-                  optional={"input_shape": (1, 4, 4)})
+    method = node("method", option, "task.canonicalizer.kernel_size=3")
+    model = build_method(method, TinyClassifier(), rot90(),
+                         optional={"input_shape": (1, 4, 4), "in_channels": 1})
     assert type(model) is target(method, "method")
     x = torch.randn(2, 1, 4, 4)
     assert model.eval()(x).shape == (2, 3)

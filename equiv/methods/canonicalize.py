@@ -73,7 +73,7 @@ class Canonicalize(Symmetrizer):
 
     def __init__(self, backbone: nn.Module, action: GroupAction, canonicalizer: nn.Module,
                  gradient: Gradient = "straight_through", temperature: float = 1.0,
-                 tie_tolerance: float = 1e-6, prior_weight: float = 0.0,
+                 tie_tolerance: float = 1e-6, prior_weight: float = 1.0,
                  chunk_size: int | None = None) -> None:
         super().__init__(backbone, action, chunk_size)
         if gradient not in GRADIENTS:
