@@ -178,3 +178,9 @@ def test_interrupted_finetuning_resumes_to_the_same_metrics(tmp_path, monkeypatc
     resumed = run_scan(tmp_path, *args, name="resumed")
     assert resumed["metrics"] == reference["metrics"]
     assert resumed["curves"] == reference["curves"]
+
+
+def test_frozen_canonicalizer_keeps_its_choices_through_finetuning(tmp_path):
+    m = run_scan(tmp_path, *CANON_TINY, "method.freeze_canonicalizer=true")["metrics"]
+    for key in ("identity_share", "canonical_in_training"):
+        assert m[f"test_{key}"] == m[f"test_{key}_canonicalizer_phase"]

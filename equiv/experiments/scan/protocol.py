@@ -399,8 +399,8 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
         shares = [(m[f"test_identity_share_{s}"], m[f"test_canonical_in_training_{s}"])
                   for s in stages] + ([(m["test_identity_share"], m["test_canonical_in_training"])]
                                       if "test_identity_share" in m else [])
-        lines.append(("test commands canonicalized to themselves / to a training command "
-                      f"({', '.join([*stages, 'finetuned'][: len(shares)])})",
+        names = [*stages, "finetuned"][: len(shares)]
+        lines.append((f"test views chosen: itself / in training ({', '.join(names)})",
                       ", ".join(f"{a:.3f} / {b:.3f}" for a, b in shares)))
     if ft.iterations > 0:
         lines.append((f"after finetuning ({ft.iterations * ft.batch_size} examples; "
