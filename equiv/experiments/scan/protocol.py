@@ -251,7 +251,6 @@ def canonicalizer_phases(cfg: DictConfig, wrapper: CanonicalizeSeq2Seq, data: Sc
                          record: Callable[[str], None]) -> None:
     """Prior phase, zero-shot evaluation, canonicalizer phase and its evaluation, each
     followed by ``record`` (where the test commands are sent)."""
-
     train_canonicalizer_only(cfg, wrapper, data, ctx, "prior_phase")
     wrapper.eval()
     record("zero_shot")
