@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from equiv.data.vocab import PAD
 from equiv.groups import GroupAction
 from equiv.groups.images import PixelPermutation, d4_compose
 from equiv.methods.lambda_equitune import view_scores
@@ -113,15 +114,23 @@ class _TokenBody(nn.Module):
             self.proj = nn.Linear(dim, hidden)
 
     def forward(self, ids: Tensor) -> Tensor:
+        """Features of the real tokens only: right padding (``PAD``) never changes a score, so
+        a command scores the same in every batch (training batches are padded, evaluation
+        batches of one length are not)."""
         e = self.embed(ids)                                       # [N, L, dim]
+        real = ids != PAD
         if self.pool == "gru":
-            return self.rnn(e)[1][-1]                             # last hidden state [N, hidden]
-        return torch.tanh(self.proj(e)).mean(dim=1)
+            last = (real.sum(dim=1) - 1).clamp_min(0)             # the last real position
+            out = self.rnn(e)[0]                                  # [N, L, hidden]
+            return out[torch.arange(ids.shape[0], device=ids.device), last]
+        weight = real.unsqueeze(-1).to(e.dtype)
+        return (torch.tanh(self.proj(e)) * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1)
 
 
 class TokenViewScorer(ViewScorer):
-    """Token ids ``[B, L]`` (SCAN commands): an embedding and a GRU (``pool="gru"``, order
-    aware) or a mean of embedded tokens (``"mean"``, a bag of words) score each view."""
+    """Token ids ``[B, L]`` (SCAN commands, right-padded with ``PAD``): an embedding and a GRU
+    (``pool="gru"``, order aware; its output at the last real token) or a mean over the real
+    tokens (``"mean"``, a bag of words) score each view."""
 
     def __init__(self, action: GroupAction, vocab_size: int, dim: int = 32, hidden: int = 32,
                  pool: Literal["gru", "mean"] = "gru", seed: int | None = None) -> None:

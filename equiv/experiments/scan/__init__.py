@@ -50,6 +50,9 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(fraction, int | float) or not 0 < fraction < 1:
         raise ConfigError(f"task.data.validation_fraction={fraction!r} must be in (0, 1)")
     validate_method_options(method, SEQUENCE_PROXIES, "SCAN")
+    if method.name == "canonicalize" and method.gradient != "straight_through":
+        raise ConfigError(f"method.gradient={method.gradient!r} is not available on SCAN (one "
+                          "canonical view is decoded per command); valid: straight_through")
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     from equiv.experiments.scan.protocol import run as run_protocol
