@@ -11,7 +11,7 @@ import pandas as pd
 
 from equiv.results import RESULTS_FILE
 
-METHOD_ORDER = ("vanilla", "equitune", "lambda_equitune", "equizero")
+METHOD_ORDER = ("vanilla", "equitune", "lambda_equitune", "equizero", "canonicalize")
 KEYS = ("task", "backbone", "group", "method")
 
 

@@ -171,6 +171,20 @@ def validate_method_options(method: DictConfig, proxies: Sequence[str], family: 
         one_of(method.proxy, proxies, "method.proxy")
         one_of(method.surrogate, SURROGATES if surrogates is None else surrogates,
                "method.surrogate")
+    validate_canonicalize(method, family)
+
+
+def validate_canonicalize(method: DictConfig, family: str) -> None:
+    """``method=canonicalize`` only where a protocol trains a canonicalizer."""
+    from equiv.method_options import CANONICALIZE_FAMILIES, CANONICALIZE_GRADIENTS
+
+    if method.name != "canonicalize":
+        return
+    if family.lower() not in CANONICALIZE_FAMILIES or method.get("canonicalizer") is None:
+        raise ConfigError(f"method=canonicalize does not run on {family} tasks; it runs on the "
+                          f"{', '.join(CANONICALIZE_FAMILIES)} tasks (digits_rot90, "
+                          "fmnist_rot90, cnn_cifar10_rot90, scan_*, dqn_*)")
+    one_of(method.gradient, CANONICALIZE_GRADIENTS, "method.gradient")
 
 
 def check_schemas(cfg: DictConfig) -> None:

@@ -22,9 +22,11 @@ from equiv.errors import ConfigError
 
 # Per node kind, the keys the protocols consume and no constructor takes.
 SUITE_KEYS: dict[str, frozenset[str]] = {
-    "method": frozenset({"name", "freeze_lambda", "lambda_phase"}),
+    "method": frozenset({"name", "freeze_lambda", "lambda_phase", "canonicalizer",
+                         "freeze_canonicalizer", "prior_phase", "canonicalizer_phase"}),
     "backbone": frozenset({"name", "pretrained", "checkpoint", "kind"}),
     "group": frozenset({"name", "demographics"}),
+    "canonicalizer": frozenset(),
 }
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_convert_", "_recursive_", "_args_"})
 SUITE_PACKAGE = "equiv."
@@ -103,8 +105,10 @@ def check(node: Mapping[str, Any], kind: str) -> Callable[..., Any]:
 
 def check_targets(cfg: DictConfig) -> None:
     """Every node that names its class: the target imports and takes the node's keys."""
-    for kind in SUITE_KEYS:
+    for kind in ("method", "backbone", "group"):
         check(cfg[kind], kind)
+    if cfg.method.get("canonicalizer") is not None:
+        check(cfg.method.canonicalizer, "canonicalizer")
 
 
 def build(node: Mapping[str, Any], kind: str, optional: Mapping[str, Any] | None = None,
@@ -141,3 +145,14 @@ def variant(node: Mapping[str, Any], kind: str, table: Mapping[type, Any], famil
                           f"valid: {valid}")
     return table[cls]
 
+
+
+def build_method(node: Mapping[str, Any], backbone: Any, action: Any,
+                 optional: Mapping[str, Any] | None = None, **runtime: Any) -> Any:
+    """The method ``node`` names around ``backbone`` and ``action``. A canonicalizer sub-node
+    (``method=canonicalize``) is built first, with the action and those of ``optional`` its
+    target takes (``in_channels``, ``vocab_size``, ``in_features``, ``seed``)."""
+    sub = node.get("canonicalizer")
+    if sub is not None:
+        runtime["canonicalizer"] = build(sub, "canonicalizer", optional=optional, action=action)
+    return build(node, "method", optional=optional, backbone=backbone, action=action, **runtime)

@@ -10,3 +10,6 @@ VECTOR_PROXIES = ("entropy", "neg_max_prob", "neg_max_logit")
 SEQUENCE_PROXIES = ("mean_max_prob", "entropy", "mean_max_prob_padded")
 # How equitune/λ-equitune combine the views' next-token distributions.
 SEQUENCE_COMBINES = ("prob", "logprob")
+# Canonicalization: how the canonicalizer's gradient flows, and the families it runs on.
+CANONICALIZE_GRADIENTS = ("straight_through", "relaxed")
+CANONICALIZE_FAMILIES = ("image_classification", "scan", "dqn")

@@ -111,6 +111,7 @@ class TaskBase:
     family: str
     compatible_groups: list[str]
     equizero_proxy: str
+    canonicalizer: Any = absent_ok()             # method=canonicalize's network (a _target_ node)
 
 
 # --- task: image classification (digits, Fashion-MNIST, torchvision CNNs on CIFAR-10) --------
@@ -289,6 +290,16 @@ TASKS: dict[str, type] = {"image_classification": ImageTask, "clip": ClipTask, "
 # --- method ------------------------------------------------------------------------------------
 
 @schema
+class Phase:
+    """A training phase of a method's added network (λ-network, canonicalizer), backbone
+    frozen."""
+
+    steps: ZeroOrMore                               # 0 = no such phase
+    batch_size: OneOrMore
+    lr: Rate
+
+
+@schema
 class LambdaPhase:
     """λ-equitune's phase 1: the λ-network alone, backbone frozen."""
 
@@ -342,8 +353,21 @@ class LambdaEquitune(Method):
     lambda_phase: LambdaPhase
 
 
+@schema
+class Canonicalize(Method):
+    canonicalizer: dict[str, Any] | None         # _target_ and arguments; null: not this task
+    gradient: str
+    temperature: Rate
+    tie_tolerance: NonNegativeFloat                      # relative; 0 = exact ties only
+    prior_weight: NonNegativeFloat                       # 0 = no prior term
+    freeze_canonicalizer: bool
+    prior_phase: Phase
+    canonicalizer_phase: Phase
+
+
 METHODS: dict[str, type] = {"vanilla": Method, "equitune": Method,
-                            "lambda_equitune": LambdaEquitune, "equizero": Equizero}
+                            "lambda_equitune": LambdaEquitune, "equizero": Equizero,
+                            "canonicalize": Canonicalize}
 
 
 # --- backbone ----------------------------------------------------------------------------------

@@ -46,8 +46,8 @@ COLUMNS = {
         ("test_view_ceiling", "view ceiling (test)", 3),
         ("val_acc_zero_shot", "zero-shot val", 3),
         ("test_acc_zero_shot", "zero-shot test", 3),
-        ("val_acc_lambda_phase", "after λ phase val", 3),
-        ("test_acc_lambda_phase", "after λ phase test", 3),
+        ("val_acc_after_phase", "after phase val", 3),     # λ's or the canonicalizer's phase
+        ("test_acc_after_phase", "after phase test", 3),
         ("val_acc", "finetuned val", 3),
         ("test_acc", "finetuned test", 3),
         ("equivariance_agreement", "decode(g·x) = g·decode(x)", 3),
@@ -114,18 +114,31 @@ SCAN_NOTE = (
     " split, cell and group decodes those in-training views with the pretrained model and maps"
     " the output back by g⁻¹ (a command counts as solved if one of them decodes right, as wrong"
     " if it has none), in the zero-shot test column: an upper reference for view selection."
-    " λ-equitune's \"zero-shot\" is with its untrained λ-network, \"after λ phase\" after"
-    " training λ alone (backbone frozen), where its finetuning starts. \"finetuned\" is the"
+    " λ-equitune's \"zero-shot\" is with its untrained λ-network, \"after phase\" after"
+    " training λ alone (backbone frozen), where its finetuning starts; canonicalize's"
+    " \"zero-shot\" is with its canonicalizer fitted to the prior alone (every training command"
+    " is its own canonical view), \"after phase\" after training the canonicalizer on the task"
+    " loss and the prior (backbone frozen). \"finetuned\" is the"
     " evaluation with the best validation accuracy along finetuning, step 0 included (so it"
     " equals the starting point where finetuning never improved validation); each run's"
     " `test_acc_last` and curves show the last one. The pretrained model is one cached run per"
     " split, cell and seed, shared by the methods.")
 
 
+PHASES = ("lambda_phase", "canonicalizer_phase")       # one "after phase" column for both
+
+
 def scan_frame(frame, splits: dict[str, str]):
     """SCAN runs keyed by split instead of task name: ``scan_add_jump_verb4`` (the preset's name
-    for Add Jump under scan_verb4) and ``scan_add_jump group=scan_verb4`` share rows."""
-    return frame.assign(task=frame["task"].map(lambda t: splits.get(t, t.removeprefix("scan_"))))
+    for Add Jump under scan_verb4) and ``scan_add_jump group=scan_verb4`` share rows; the λ and
+    canonicalizer phases' accuracies as one ``<part>_acc_after_phase`` (a run has one of them)."""
+    frame = frame.assign(task=frame["task"].map(lambda t: splits.get(t, t.removeprefix("scan_"))))
+    for part in ("val", "test"):
+        phases = [f"{part}_acc_{p}" for p in PHASES if f"{part}_acc_{p}" in frame.columns]
+        if phases:
+            frame = frame.assign(**{f"{part}_acc_after_phase": frame[phases].bfill(axis=1)
+                                    .iloc[:, 0]})
+    return frame
 
 
 def oracle_rows(frame, columns) -> dict[tuple[str, str, str], list[str]]:

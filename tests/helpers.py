@@ -21,6 +21,8 @@ TINY = [
     "task.eval.invariance_probe=16",
     "++method.lambda_phase.steps=4",
 ]
+# Canonicalization's phases at the same budget (its keys exist only under method=canonicalize).
+TINY_CANONICALIZE = ["method.prior_phase.steps=4", "method.canonicalizer_phase.steps=4"]
 
 
 # Every method and option combination the image property tests cover (tiny λ-network, no

@@ -130,7 +130,8 @@ def test_every_option_has_a_schema():
 # --- refusals ----------------------------------------------------------------------------------
 
 UNKNOWN = [
-    (["+task.foo=1"], "task has unknown keys foo (task.foo); valid: compatible_groups, data,"),
+    (["+task.foo=1"],
+     "task has unknown keys foo (task.foo); valid: canonicalizer, compatible_groups, data,"),
     (["+task.finetune.lrr=1"], "task.finetune has unknown keys lrr (task.finetune.lrr)"),
     (["task=scan_add_jump", "+task.data.shuffle=true"], "(task.data.shuffle)"),
     (["task=nlg_race_respect", "+task.temperature=0.7"], "(task.temperature)"),

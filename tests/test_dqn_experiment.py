@@ -13,7 +13,7 @@ from equiv.runner import execute, format_summary, validate
 from tests.helpers import compose_config
 
 ENVS = {"gridworld": "qnet_tiny_cnn", "cartpole": "qnet_tiny_mlp", "acrobot": "qnet_tiny_mlp"}
-METHODS = ["vanilla", "equitune", "lambda_equitune", "equizero"]
+METHODS = ["vanilla", "equitune", "lambda_equitune", "equizero", "canonicalize"]
 
 
 def dqn_tiny(env):
@@ -27,6 +27,10 @@ def dqn_tiny(env):
             "++method.lambda_phase.steps=6", "++method.lambda_phase.batch_size=8"]
 
 
+CANONICALIZE_DQN = ["method.prior_phase.steps=6", "method.prior_phase.batch_size=8",
+                    "method.canonicalizer_phase.steps=6", "method.canonicalizer_phase.batch_size=8"]
+
+
 def run_dqn(tmp_path, env, *overrides, name="run"):
     cfg = compose_config(*dqn_tiny(env), *overrides, tmp=tmp_path)
     return json.loads(execute(cfg, tmp_path / name).results_path.read_text())
@@ -35,18 +39,23 @@ def run_dqn(tmp_path, env, *overrides, name="run"):
 # Every method on the order-4 Gridworld; the wrappers are env-agnostic (their equivariance is
 # tested per symmetry in test_dqn_equivariance.py), so the other envs run two methods.
 CASES = [("gridworld", m) for m in METHODS] + [(e, m) for e in ("cartpole", "acrobot")
-                                                for m in ("vanilla", "lambda_equitune")]
+                                                for m in ("vanilla", "lambda_equitune",
+                                                          "canonicalize")]
 
 
 @pytest.mark.parametrize(("env", "method"), CASES)
 def test_methods_run_end_to_end(env, method, tmp_path):
-    res = run_dqn(tmp_path, env, f"method={method}")
+    res = run_dqn(tmp_path, env, f"method={method}",
+                  *(CANONICALIZE_DQN if method == "canonicalize" else []))
     m = res["metrics"]
     assert {"pretrained_return", "return_zero_shot", "return_finetuned"} <= set(m)
     steps = [p["step"] for p in res["curves"]["return"]]
     assert steps[0] == 0 and steps[-1] >= 64 and steps == sorted(steps)
     assert res["curves"]["return"][-1]["value"] == m["return_finetuned"]
     assert not (tmp_path / "run" / protocol.PROGRESS_FILE).exists()
+    if method == "canonicalize":
+        assert {"return_canonicalizer_phase", "zero_shot_upright_identity",
+                "canonicalizer_phase_upright_identity", "finetuned_upright_identity"} <= set(m)
 
 
 @pytest.mark.parametrize("env", sorted(ENVS))

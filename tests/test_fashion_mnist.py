@@ -223,6 +223,8 @@ TINY_FMNIST = ["task=fmnist_rot90", "backbone=tiny_resnet", "task.pretrain.epoch
                "task.finetune.batch_size=8", "task.data.test_size=null", "task.eval.batch_size=16",
                "task.eval.invariance_probe=4", "task.eval.selection_probe=8",
                "++method.lambda_phase.steps=2", "++method.lambda_phase.batch_size=8"]
+CANONICALIZE_FMNIST = ["method.prior_phase.steps=2", "method.canonicalizer_phase.steps=2",
+                       "method.canonicalizer_phase.batch_size=8"]
 
 
 @pytest.fixture(scope="module")
@@ -242,11 +244,12 @@ def eval_mode_checked(monkeypatch):
     monkeypatch.setattr(protocol, "accuracy", checked)
 
 
-@pytest.mark.parametrize("method", ["vanilla", "equitune", "lambda_equitune", "equizero"])
+@pytest.mark.parametrize("method", ["vanilla", "equitune", "lambda_equitune", "equizero",
+                                    "canonicalize"])
 def test_fmnist_protocol_end_to_end(method, synthetic_root, tmp_path_factory, eval_mode_checked):
     tmp = tmp_path_factory.getbasetemp() / "fmnist-e2e"            # cache shared by the methods
     cfg = compose_config(*TINY_FMNIST, f"method={method}", f"task.data.root={synthetic_root}",
-                         tmp=tmp)
+                         *(CANONICALIZE_FMNIST if method == "canonicalize" else []), tmp=tmp)
     report = execute(cfg, tmp / "runs" / method)
     res = json.loads(report.results_path.read_text())
     m = res["metrics"]
@@ -256,14 +259,17 @@ def test_fmnist_protocol_end_to_end(method, synthetic_root, tmp_path_factory, ev
     for key in ("upright_accuracy", "zeroshot_accuracy", "finetuned_accuracy"):
         assert 0.0 <= m[key] <= 1.0
     steps = [p["step"] for p in res["curves"]["test_accuracy"]]
-    offset = 2 if method == "lambda_equitune" else 0
+    offset = 2 if method in ("lambda_equitune", "canonicalize") else 0
     assert steps == [offset, offset + 1, offset + 2]
     if method == "vanilla":
         assert m["zeroshot_upright_selected"] is None
     else:
         assert m["zeroshot_invariance_error"] < 1e-4 and m["finetuned_invariance_error"] < 1e-4
-    if method in ("lambda_equitune", "equizero"):
+    if method in ("lambda_equitune", "equizero", "canonicalize"):
         assert 0.0 <= m["zeroshot_upright_selected"] <= 1.0
+    if method == "canonicalize":     # upright test images the canonicalizer leaves as they are
+        for stage in ("zeroshot", "canonicalizer_phase", "finetuned"):
+            assert 0.0 <= m[f"{stage}_upright_identity"] <= 1.0
 
 
 def test_pretrained_weights_depend_only_on_the_pretrain_seed(synthetic_root, tmp_path):

@@ -139,6 +139,10 @@ def test_scan_table_shows_groups_view_ceilings_oracles_and_the_lambda_phase(tmp_
             scan_run(runs, "add_jump", "rnn", method, seed, 0.875, 0.875, group="scan_verb4",
                      task="scan_add_jump_verb4", test_view_ceiling=1.0, test_acc_oracle=0.9375,
                      **extra)
+        # canonicalize's phase shares the "after phase" column
+        scan_run(runs, "add_jump", "rnn", "canonicalize", seed, 0.875, 0.875, group="scan_verb4",
+                 task="scan_add_jump_verb4", test_view_ceiling=1.0, test_acc_oracle=0.9375,
+                 test_acc_canonicalizer_phase=0.9)
     scan_run(runs, "around_right", "rnn", "equizero", 0, 0.75, 0.75, group="scan_direction",
              test_view_ceiling=0.839, test_acc_oracle=0.8125)
     assert make_tables(runs, tmp_path / "tables").returncode == 0
@@ -146,7 +150,7 @@ def test_scan_table_shows_groups_view_ceilings_oracles_and_the_lambda_phase(tmp_
     lines = [ln.split(" | ") for ln in md.splitlines() if ln.startswith("| ")]
     header = [c.strip("| ") for c in lines[0]]
     assert header[4:11] == ["pretrained model, val", "view ceiling (test)", "zero-shot val",
-                            "zero-shot test", "after λ phase val", "after λ phase test",
+                            "zero-shot test", "after phase val", "after phase test",
                             "finetuned val"]
     rows = [dict(zip(header, (c.strip("| ") for c in ln), strict=True)) for ln in lines[1:]]
     oracle = "oracle (in-training view)"
@@ -154,15 +158,17 @@ def test_scan_table_shows_groups_view_ceilings_oracles_and_the_lambda_phase(tmp_
         ("add_jump", "scan_verb", "lambda_equitune"), ("add_jump", "scan_verb", "equizero"),
         ("add_jump", "scan_verb", oracle),
         ("add_jump", "scan_verb4", "lambda_equitune"), ("add_jump", "scan_verb4", "equizero"),
-        ("add_jump", "scan_verb4", oracle),
+        ("add_jump", "scan_verb4", "canonicalize"), ("add_jump", "scan_verb4", oracle),
         ("around_right", "scan_direction", "equizero"), ("around_right", "scan_direction", oracle)]
-    assert [r["view ceiling (test)"] for r in rows] == ["0.771"] * 3 + ["1.000"] * 3 + ["0.839"] * 2
+    assert [r["view ceiling (test)"] for r in rows] == ["0.771"] * 3 + ["1.000"] * 4 + ["0.839"] * 2
     assert rows[2]["zero-shot test"] == "0.688 ± 0.088" and rows[2]["seeds"] == "2"
-    assert rows[5]["zero-shot test"] == "0.938 ± 0.000" and rows[5]["finetuned test"] == "—"
-    assert rows[7]["zero-shot test"] == "0.812" and rows[7]["seeds"] == "1"
-    assert rows[0]["after λ phase test"] == "0.625 ± 0.177" and rows[0]["zero-shot test"] == \
+    assert rows[6]["zero-shot test"] == "0.938 ± 0.000" and rows[6]["finetuned test"] == "—"
+    assert rows[8]["zero-shot test"] == "0.812" and rows[8]["seeds"] == "1"
+    assert rows[0]["after phase test"] == "0.625 ± 0.177" and rows[0]["zero-shot test"] == \
         "0.250 ± 0.000"
-    assert rows[1]["after λ phase test"] == "—"
+    assert rows[1]["after phase test"] == "—"
+    assert rows[3]["after phase test"] == "0.625 ± 0.177"
+    assert rows[5]["after phase test"] == "0.900 ± 0.000"
     assert "view ceiling" in md and "oracle" in md.split("\n\n")[1]     # explained in the note
 
 

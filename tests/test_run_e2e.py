@@ -10,7 +10,7 @@ import pytest
 
 from equiv.results import is_complete
 from equiv.runner import execute
-from tests.helpers import ROOT, TINY, compose_config
+from tests.helpers import ROOT, TINY, TINY_CANONICALIZE, compose_config
 
 ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
@@ -40,7 +40,8 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
      "(Key 'lr' is not in struct)"),
     (["-m", "seed=0,1", "task.eval.no_such_key=1"], "Could not override 'task.eval.no_such_key'"),
     (["task=nope"], "unknown task 'nope'; valid task options: clip_flip"),
-    (["method=nope"], "unknown method 'nope'; valid method options: equitune, equizero"),
+    (["method=nope"],
+     "unknown method 'nope'; valid method options: canonicalize, equitune, equizero"),
     (["backbone=nope"], "unknown backbone 'nope'; valid backbone options: clip_rn101"),
     (["logger=nope"], "unknown logger 'nope'; valid logger options: none, wandb"),
     (["task=scan_add_jump", "group=rot90"], "group=rot90 does not fit task scan_add_jump"),
@@ -175,9 +176,11 @@ def test_run_py_writes_results_then_skips(tmp_path):
     assert json.loads(results_file.read_text())["status"] == "complete"
 
 
-@pytest.mark.parametrize("method", ["vanilla", "equitune", "lambda_equitune", "equizero"])
+@pytest.mark.parametrize("method", ["vanilla", "equitune", "lambda_equitune", "equizero",
+                                    "canonicalize"])
 def test_results_json_content(method, tmp_path):
-    cfg = compose_config(*TINY, f"method={method}", "seed=3", tmp=tmp_path)
+    cfg = compose_config(*TINY, f"method={method}", "seed=3",
+                         *(TINY_CANONICALIZE if method == "canonicalize" else []), tmp=tmp_path)
     run_dir = tmp_path / "run"
     report = execute(cfg, run_dir)
     assert not report.skipped and is_complete(run_dir)
@@ -190,7 +193,7 @@ def test_results_json_content(method, tmp_path):
     for key in ("upright_accuracy", "zeroshot_accuracy", "finetuned_accuracy"):
         assert 0.0 <= m[key] <= 1.0
     steps = [p["step"] for p in res["curves"]["test_accuracy"]]
-    offset = 4 if method == "lambda_equitune" else 0
+    offset = 4 if method in ("lambda_equitune", "canonicalize") else 0
     assert steps == [offset, offset + 3, offset + 6]
     assert res["curves"]["test_accuracy"][-1]["value"] == m["finetuned_accuracy"]
     if method == "vanilla":

@@ -164,7 +164,7 @@ def test_each_generic_method_class_has_its_seq2seq_variant():
     assert [seq2seq_variant(c) for c in (Vanilla, Equitune, LambdaEquitune, Equizero)] == variants
     assert [seq2seq_variant(v.name) for v in variants] == variants
     with pytest.raises(ValueError, match=r"'Linear'; supported: Vanilla, Equitune, "
-                                         r"LambdaEquitune, Equizero$"):
+                                         r"LambdaEquitune, Equizero, Canonicalize$"):
         seq2seq_variant(torch.nn.Linear)
     with pytest.raises(ValueError, match="supported: vanilla, equitune, lambda_equitune"):
         seq2seq_variant("equi_tune")

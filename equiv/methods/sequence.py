@@ -2,7 +2,8 @@
 
 For a seq2seq model ``M`` and a group acting on command tokens (input) and on output tokens,
 one class per method: :class:`VanillaSeq2Seq`, :class:`EquituneSeq2Seq`,
-:class:`LambdaEquituneSeq2Seq`, :class:`EquizeroSeq2Seq`.
+:class:`LambdaEquituneSeq2Seq`, :class:`EquizeroSeq2Seq`, :class:`CanonicalizeSeq2Seq` (which
+decodes one view per command, ``B`` rows).
 
 Greedy decoding is exactly equivariant (every method but vanilla): the output for ``g·x`` is
 ``g`` applied to the output for ``x``, token by token (equizero: when the proxy values are
@@ -29,6 +30,7 @@ from equiv.groups import GroupAction
 from equiv.groups.permutation import LastDimPermutation, TokenPermutation
 from equiv.method_options import SEQUENCE_PROXIES
 from equiv.methods.base import Equitune, Symmetrizer, Vanilla, build_variant, method_variant
+from equiv.methods.canonicalize import Canonicalize
 from equiv.methods.dropout import shared_masks, warn_per_view_dropout
 from equiv.methods.equizero import Equizero
 from equiv.methods.lambda_equitune import LambdaEquitune, normalize_weights, view_scores
@@ -341,9 +343,106 @@ class EquizeroSeq2Seq(SymmetrizedSeq2Seq):
         return self.select(src, max_len)[0]
 
 
+class CanonicalizeSeq2Seq(SymmetrizedSeq2Seq):
+    """Canonicalization (:class:`~equiv.methods.Canonicalize`) of a seq2seq model: a
+    canonicalizer scores every view of a command (``[|G|, B]``, equivariant:
+    ``h(g·x)[k] = h(x)[k·g]``), the command's argmax ``g*`` names its canonical view ``g*·x``,
+    which alone is decoded (greedy, ``B`` rows, not ``|G|·B``), and the decoded tokens are mapped
+    back by ``g*⁻¹``. ``g·x`` picks ``g*·g⁻¹`` and so decodes the very same command ``g*·x``:
+    ``decode(g·x) = g·decode(x)`` for any backbone.
+
+    Ties take the lowest index (``argmax``), as equizero's sequence selection does: whole token
+    sequences cannot be averaged. Scores tie (exactly) when views are the same command, i.e.
+    for a command with a non-trivial stabiliser ``S`` (one the group's words do not occur in,
+    such as ``turn left twice``); the tied elements form the coset ``g*·S``, whose views are all
+    that one command, so ``g·x`` still decodes the same command and only the element it maps
+    back by may differ by an ``s`` in ``S``. Hence the result is exactly equivariant when the
+    stabiliser is trivial, and for a fixed command exactly when its decoding contains no token
+    that ``S`` moves (true of every correct decoding: a command without ``jump`` has no
+    ``I_JUMP``); a wrong decoding of a fixed command can break it (no single-view method can
+    fix that; the equivariance probe of each run shows it). Scores of *different* views tying
+    exactly is a float accident, not handled.
+
+    The finetuning :meth:`loss` is the teacher-forced NLL of the canonical view's decoding
+    against ``g*·y`` (the gold output moved to the view: equal to mapping the view's
+    log-probabilities back by ``g*⁻¹`` and scoring ``y``), each sequence weighted by
+    ``1 + p - stop_gradient(p)``, ``p = softmax(scores / temperature)[g*]``: the value is the
+    selected view's NLL, and the canonicalizer gets the straight-through gradient (as
+    :class:`~equiv.methods.Canonicalize`). The prior term (``prior_weight · prior_loss`` on
+    upright training commands) is added by the protocol, not here: it is anchored at the
+    identity, so it is not invariant and the loss here is. ``gradient="relaxed"`` (the
+    softmax-weighted average of all views while training) is refused: on sequences it would be
+    λ-equitune with softmax weights decoding all ``|G|·B`` views, and the training function
+    would differ from the one-view evaluation at every step.
+    """
+
+    name = "canonicalize"
+
+    def __init__(self, model: Seq2Seq, action: GroupAction, canonicalizer: nn.Module,
+                 gradient: Literal["straight_through"] = "straight_through",
+                 temperature: float = 1.0, prior_weight: float = 0.0) -> None:
+        super().__init__(model, action)
+        if gradient != "straight_through":
+            raise ValueError(f"gradient={gradient!r} is not available for seq2seq "
+                             "canonicalization; use 'straight_through'")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        order = getattr(canonicalizer, "order", action.order)
+        if order != action.order:
+            raise ValueError(f"the canonicalizer scores {order} elements, the group "
+                             f"{action.name!r} has {action.order}")
+        self.canonicalizer = canonicalizer
+        self.gradient, self.temperature, self.prior_weight = gradient, temperature, prior_weight
+
+    def select(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """``(g* [B], scores [|G|, B])``: ``g*·src`` is the canonical view (lowest index among
+        tied scores)."""
+        scores = self.canonicalizer(src)
+        return scores.argmax(dim=0), scores
+
+    def prior_loss(self, src: Tensor) -> Tensor:
+        """Mondal et al.'s prior: cross-entropy of the scores against the identity, for upright
+        (training-distribution) commands."""
+        scores = self.canonicalizer(src)
+        return F.cross_entropy(scores.T, scores.new_zeros(scores.shape[1], dtype=torch.long))
+
+    @torch.no_grad()
+    def identity_share(self, src: Tensor) -> float:
+        """Share of the commands whose canonical view is the command itself."""
+        return (self.select(src)[0] == 0).double().mean().item()
+
+    def loss(self, src: Tensor, tgt: Tensor, teacher_forcing: float = 0.5,
+             generator: torch.Generator | None = None, max_len: int = 50) -> Tensor:
+        best, scores = self.select(src)
+        view, view_tgt = self.action.act_in(src, best), self.out_tokens.apply(tgt, best)
+        batch = src.shape[0]
+        forced = (torch.rand(batch, generator=generator) < teacher_forcing).to(src.device)
+        state = self.model.encode(view)
+        prev = torch.full((batch,), SOS, dtype=torch.long, device=src.device)
+        steps = []
+        for t in range(tgt.shape[1]):
+            logits, state = self.model.decode_step(state, prev)
+            steps.append(logits)
+            prev = torch.where(forced, view_tgt[:, t], logits.detach().argmax(dim=-1))
+        logits = torch.stack(steps, 1)
+        nll = F.cross_entropy(logits.flatten(0, 1), view_tgt.flatten(), ignore_index=PAD,
+                              reduction="none").view(batch, -1).sum(dim=1)
+        p = (scores / self.temperature).softmax(dim=0)[best, torch.arange(batch,
+                                                                          device=src.device)]
+        weight = 1.0 + (p - p.detach())                 # value 1: straight-through
+        return (weight * nll).sum() / (tgt != PAD).sum()
+
+    @torch.no_grad()
+    def decode(self, src: Tensor, max_len: int = 50) -> Tensor:
+        best = self.select(src)[0]
+        tokens = self.model.greedy_decode(self.action.act_in(src, best), max_len=max_len)
+        return self.out_tokens.apply(tokens, self.action.inverse(best))
+
+
 SEQ2SEQ_VARIANTS: dict[type[Symmetrizer], type[SymmetrizedSeq2Seq]] = {
     Vanilla: VanillaSeq2Seq, Equitune: EquituneSeq2Seq,
     LambdaEquitune: LambdaEquituneSeq2Seq, Equizero: EquizeroSeq2Seq,
+    Canonicalize: CanonicalizeSeq2Seq,
 }
 
 

@@ -9,4 +9,5 @@ MODULES = {
     "scan": "scripts.benchmarks.scan",
     "nlg": "scripts.benchmarks.nlg",
     "dqn": "scripts.benchmarks.dqn",
+    "canonicalize": "scripts.benchmarks.canonicalize",
 }

@@ -25,6 +25,13 @@ return is then measured on the full distribution, and finetuning trains λ with 
 loss: there the online Q is regressed onto targets of the eval-mode network and acts in eval
 mode, and dropout on λ made the regressed Q a random mixture of the views (CartPole seed 1:
 TD loss 0.01-0.04 instead of 0.002-0.005, finetuned return 406 instead of 500).
+
+Canonicalization (``method=canonicalize``) uses the same restricted experience: its prior phase
+teaches the canonicalizer that those states are canonical (the zero-shot column: an equivariant
+canonicalizer then maps a mirrored or rotated state to its restricted view), its canonicalizer
+phase adds the Huber loss to the backbone's Q-values there, backbone frozen. Finetuning is the
+TD loss through the selected view (straight-through for the canonicalizer), without the prior
+term: the DQN trainer takes one loss.
 """
 
 from __future__ import annotations
@@ -39,8 +46,10 @@ from torch import nn
 
 from equiv.checkpoints import fingerprint
 from equiv.experiment import Outcome, RunContext
+from equiv.experiments.canonicalizer_phases import canonicalizer_seed, train_canonicalizer
 from equiv.experiments.dqn.environments import env_factory
-from equiv.instantiate import build
+from equiv.instantiate import build, build_method
+from equiv.methods import Canonicalize
 from equiv.methods.lambda_equitune import LambdaEquitune
 from equiv.pretraining import backbone_key, cached_pretrain, config_hash
 from equiv.rl import DQNConfig, collect_transitions, evaluate, td_loss, train_dqn
@@ -104,11 +113,16 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     env_fn = env_factory(task.env, task.env_kwargs, restricted=False)
     torch.manual_seed(ctx.seed)
     obs_shape = tuple(env_fn().observation_space.shape)
-    model = build(cfg.method, "method", backbone=qnet, action=build(cfg.group, "group"),
-                  optional={"input_shape": obs_shape}).to(ctx.device)
+    model = build_method(cfg.method, qnet, build(cfg.group, "group"), optional={
+        "input_shape": obs_shape, "in_features": obs_shape[0], "in_channels": obs_shape[0],
+        "seed": canonicalizer_seed(ctx.seed)}).to(ctx.device)
 
     dqn = DQNConfig(**_plain(task.finetune.dqn))
     m = out.metrics
+    phases = None
+    if isinstance(model, Canonicalize):
+        phases = CanonicalizerPhases(model, qnet, cfg, ctx)
+        phases.prior(out)
     m["return_zero_shot"], _ = evaluate(model, env_fn, dqn.eval_seeds())
     params, held = None, []                         # all of the model's, none held in eval
     if isinstance(model, LambdaEquitune):
@@ -119,8 +133,16 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         if cfg.method.freeze_lambda:
             lam = {id(p) for p in model.lambda_net.parameters()}
             params = [p for p in model.parameters() if id(p) not in lam]
-    # The return curve starts where finetuning starts (after the λ phase, if any).
-    out.add_point("return", 0, m.get("return_lambda_phase", m["return_zero_shot"]))
+    if phases is not None:
+        if cfg.method.canonicalizer_phase.steps > 0:
+            phases.task(out)
+            m["return_canonicalizer_phase"], _ = evaluate(model, env_fn, dqn.eval_seeds())
+        if cfg.method.freeze_canonicalizer:
+            frozen = {id(p) for p in model.canonicalizer.parameters()}
+            params = [p for p in model.parameters() if id(p) not in frozen]
+    # The return curve starts where finetuning starts (after the λ or canonicalizer phase).
+    out.add_point("return", 0, m.get("return_lambda_phase", m.get("return_canonicalizer_phase",
+                                                                   m["return_zero_shot"])))
     if task.finetune.enabled:
         def on_eval(step: int, mean: float, _: list[float]) -> None:
             ctx.logger.log_metrics({"return": mean}, step=step)
@@ -132,6 +154,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
                                        bool(cfg.force)))
         out.curves["return"] += report["curve"]      # the trainer's curve survives a resume
         m["return_finetuned"] = report["final_return"]
+        if phases is not None:
+            m["finetuned_upright_identity"] = model.identity_share(phases.probe)
         m["train_steps_per_second"] = report["steps_per_second"]
         out.curves["train_episode_return"] = report["train_episodes"]
         out.curves["td_loss"] = report["td_loss"]
@@ -211,6 +235,56 @@ def lambda_phase(model: LambdaEquitune, qnet: nn.Module, cfg: DictConfig, ctx: R
                                  "mean_weight_per_view": weights.mean(dim=0).tolist()}
 
 
+class CanonicalizerPhases:
+    """The canonicalizer's phases on the pretrained agent's restricted experience (module
+    docstring): ``min(steps·batch_size, finetune buffer_size)`` states of the larger phase,
+    collected as the λ phase collects them, with the backbone's Q-values computed once."""
+
+    def __init__(self, model: Canonicalize, qnet: nn.Module, cfg: DictConfig,
+                 ctx: RunContext) -> None:
+        method, task = cfg.method, cfg.task
+        ft = DQNConfig(**_plain(task.finetune.dqn))
+        self.model, self.method, self.huber_delta = model, method, ft.huber_delta
+        self.gen = derived_generator(ctx.seed, "dqn_canonicalizer_phases")
+        env_seed = int(torch.randint(2**31 - 1, (1,), generator=self.gen))
+        torch.manual_seed(env_seed)
+        restricted = env_factory(task.env, task.env_kwargs, restricted=True)
+        budget = max(ph.steps * ph.batch_size
+                     for ph in (method.prior_phase, method.canonicalizer_phase))
+        self.n = min(max(budget, 1), ft.buffer_size)
+        data = collect_transitions(qnet, restricted, self.n, num_envs=ft.num_envs,
+                                   epsilon=ft.eps_start, seed=env_seed)
+        self.obs = data.obs
+        with torch.no_grad():
+            self.target = qnet(self.obs)
+        self.probe = self.obs[:1024]
+        self.idx = torch.zeros(0, dtype=torch.long)
+
+    def _upright(self, batch_size: int):
+        def draw() -> torch.Tensor:
+            self.idx = torch.randint(self.n, (batch_size,), generator=self.gen)
+            return self.obs[self.idx]
+        return draw
+
+    def prior(self, out: Outcome) -> None:
+        ph = self.method.prior_phase
+        train_canonicalizer(self.model, self._upright(ph.batch_size), ph.steps, ph.lr,
+                            desc="prior phase")
+        out.metrics["zero_shot_upright_identity"] = self.model.identity_share(self.probe)
+
+    def task(self, out: Outcome) -> None:
+        ph = self.method.canonicalizer_phase
+
+        def task_loss() -> torch.Tensor:
+            return F.huber_loss(self.model(self.obs[self.idx]), self.target[self.idx],
+                                delta=self.huber_delta)
+
+        train_canonicalizer(self.model, self._upright(ph.batch_size), ph.steps, ph.lr,
+                            desc="canonicalizer phase", task_loss=task_loss)
+        out.metrics["canonicalizer_phase_upright_identity"] = \
+            self.model.identity_share(self.probe)
+
+
 def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     m, n = out.metrics, cfg.task.finetune.dqn.eval_episodes
     lines = []
@@ -222,6 +296,9 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     if "return_lambda_phase" in m:
         lines.append((f"  after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
                       "frozen)", f"{m['return_lambda_phase']:.3f}"))
+    if "return_canonicalizer_phase" in m:
+        lines.append((f"  after the canonicalizer phase ({cfg.method.canonicalizer_phase.steps} "
+                      "steps, backbone frozen)", f"{m['return_canonicalizer_phase']:.3f}"))
     if "return_finetuned" in m:
         lines.append((f"after {cfg.task.finetune.dqn.total_steps} env steps of finetuning",
                       f"{m['return_finetuned']:.3f}"))

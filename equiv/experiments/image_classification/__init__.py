@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from equiv.config import one_of, validate_image_task
+from equiv.config import one_of, validate_canonicalize, validate_image_task
 from equiv.errors import ConfigError
 from equiv.method_options import LAMBDA_INPUTS, NORMALIZATIONS, SURROGATES, VECTOR_PROXIES
 
@@ -38,6 +38,7 @@ def validate(cfg: DictConfig) -> None:
     if method.name == "equizero":
         one_of(method.proxy, VECTOR_PROXIES, "method.proxy")
         one_of(method.surrogate, SURROGATES, "method.surrogate")
+    validate_canonicalize(method, "image_classification")
     one_of(task.finetune.get("optimizer", "adam"), OPTIMIZERS, "task.finetune.optimizer")
     one_of(task.get("head", "replace"), HEADS, "task.head")
     if backbone.name in IMAGENET_BACKBONES:

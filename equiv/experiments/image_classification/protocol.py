@@ -8,6 +8,8 @@ seeded random element of the task's transformation group; each method is evaluat
 then finetuned on randomly transformed training images with the test accuracy logged along the
 way (every module in eval mode when evaluating). λ-equitune can first train its λ-network alone
 on cached frozen features (the paper's "prefinetuning"), then the backbone (λ frozen or not).
+Canonicalization first learns its prior on upright training images (the zero-shot column),
+then its canonicalizer phase (backbone frozen), then finetunes with the prior term kept.
 
 ``task.paper_code_compat`` (CIFAR-10) switches to the authors' CNN code: their per-channel head
 on a frozen backbone (only the head and λ learn) and softmax-normalised λ. Their evaluation on
@@ -31,12 +33,13 @@ from equiv.data.cifar import cifar_root, load_cifar10_split, synthetic_split
 from equiv.data.digits import ImageSplit, load_digits_split
 from equiv.data.fashion_mnist import load_fashion_mnist_split
 from equiv.experiment import Outcome, RunContext
+from equiv.experiments.canonicalizer_phases import canonicalizer_seed, train_canonicalizer
 from equiv.experiments.image_classification import IMAGENET_BACKBONES, fetch_command
 from equiv.experiments.image_classification.resources import TORCHVISION_WEIGHTS, require_weights
 from equiv.groups import GroupAction, image_group
 from equiv.groups.sampling import transform_elements
-from equiv.instantiate import build
-from equiv.methods import LambdaEquitune, Symmetrizer
+from equiv.instantiate import build, build_method
+from equiv.methods import Canonicalize, LambdaEquitune, Symmetrizer
 from equiv.pretraining import backbone_key, cached_pretrain
 from equiv.testing import equivariance_error
 from equiv.train_state import PROGRESS_FILE, TrainState
@@ -245,14 +248,18 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     action = build(cfg.group, "group")
     transform = image_group(task.transform)
     compat = {"normalization": settings["lambda_normalization"]} if "normalization" in mcfg else {}
-    model = build(mcfg, "method", backbone=backbone, action=action,
-                  optional={"input_shape": split.image_shape}, **compat).to(device)
+    model = build_method(mcfg, backbone, action, optional={
+        "input_shape": split.image_shape, "in_channels": split.image_shape[0],
+        "seed": canonicalizer_seed(ctx.seed)}, **compat).to(device)
     out.extra.update({"settings": settings, "evaluated_split": "test",
                       "test_images": len(split.x_test), "train_images": len(split.x_train),
                       "steps_per_epoch": max(1, len(split.x_train) // task.finetune.batch_size)})
     test = TestSet(cfg, model, action, transform, split, ctx, out)
 
     m = out.metrics
+    if isinstance(model, Canonicalize):
+        canonicalizer_prior_phase(model, split, cfg, ctx)
+        m["zeroshot_upright_identity"] = test.upright_identity(split.x_test)
     zeroshot = m["zeroshot_accuracy"] = test.accuracy()
     m["zeroshot_invariance_error"] = test.invariance_error()
     m["zeroshot_upright_selected"] = test.upright_selected()
@@ -262,6 +269,12 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         step_offset = mcfg.lambda_phase.steps
         m["lambda_phase_accuracy"] = test.accuracy("test_accuracy", step_offset)
         m["lambda_phase_upright_selected"] = test.upright_selected()
+    elif isinstance(model, Canonicalize) and mcfg.canonicalizer_phase.steps > 0:
+        canonicalizer_task_phase(model, split, transform, cfg, ctx)
+        step_offset = mcfg.canonicalizer_phase.steps
+        m["canonicalizer_phase_accuracy"] = test.accuracy("test_accuracy", step_offset)
+        m["canonicalizer_phase_upright_selected"] = test.upright_selected()
+        m["canonicalizer_phase_upright_identity"] = test.upright_identity(split.x_test)
     else:       # nothing changed since the zero-shot evaluation (deterministic): reuse it
         test.record("test_accuracy", 0, zeroshot)
 
@@ -271,6 +284,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         m["finetuned_accuracy"] = out.curves["test_accuracy"][-1]["value"]
         m["finetuned_invariance_error"] = test.invariance_error()
         m["finetuned_upright_selected"] = test.upright_selected()
+        if isinstance(model, Canonicalize):
+            m["finetuned_upright_identity"] = test.upright_identity(split.x_test)
     # λ at the end of the run (after finetuning, else after the λ phase), for the λ figure.
     weights = test.lambda_weights()
     if weights is not None:
@@ -322,6 +337,14 @@ class TestSet:
         return upright_selection_rate(self.model, self.x[:n], self.g[:n], self.transform,
                                       self.ctx.device)
 
+    def upright_identity(self, upright: Tensor) -> float | None:
+        """Share of upright images (not transformed) the canonicalizer leaves as they are."""
+        if not isinstance(self.model, Canonicalize):
+            return None
+        self.model.eval()
+        n = self.n_select
+        return self.model.identity_share(upright[:n].to(self.ctx.device))
+
     def lambda_weights(self) -> dict[str, Any] | None:
         n = self.n_select
         return lambda_weight_summary(self.model, self.x[:n], self.g[:n], self.transform,
@@ -339,6 +362,11 @@ def finetune(cfg: DictConfig, model: Symmetrizer, split: ImageSplit, transform: 
         else head_parameters(model.backbone)
     if isinstance(model, LambdaEquitune) and not cfg.method.freeze_lambda:
         params += list(model.lambda_net.parameters())
+    prior_weight = 0.0
+    if isinstance(model, Canonicalize):
+        prior_weight = model.prior_weight          # the prior stays in the loss (Mondal et al.)
+        if not cfg.method.freeze_canonicalizer:
+            params += list(model.canonicalizer.parameters())
     for p in model.backbone.parameters():
         p.requires_grad_(train_backbone)
     for p in params:
@@ -360,7 +388,10 @@ def finetune(cfg: DictConfig, model: Symmetrizer, split: ImageSplit, transform: 
         model.train()
         if not train_backbone:      # frozen: BatchNorm statistics and dropout stay fixed
             model.backbone.eval()
-        return F.cross_entropy(model(x), split.y_train[idx].to(device))
+        loss = F.cross_entropy(model(x), split.y_train[idx].to(device))
+        if prior_weight:
+            loss = loss + prior_weight * model.prior_loss(split.x_train[idx].to(device))
+        return loss
 
     def on_step(step: int) -> None:
         if step % ft.eval_every == 0 or step == ft.steps:
@@ -421,6 +452,39 @@ def train_lambda_only(model: LambdaEquitune, split: ImageSplit, transform: Group
     train_steps(model.lambda_net.parameters(), loss_at, lp.steps, lp.lr, desc="lambda phase")
 
 
+def canonicalizer_prior_phase(model: Canonicalize, split: ImageSplit, cfg: DictConfig,
+                              ctx: RunContext) -> None:
+    """Phase 0: the canonicalizer learns that upright training images are canonical."""
+    ph = cfg.method.prior_phase
+    batches = IndexBatches(len(split.x_train), ph.batch_size,
+                           derived_generator(ctx.seed, "prior_phase"))
+    train_canonicalizer(model, lambda: split.x_train[next(batches)].to(ctx.device),
+                        ph.steps, ph.lr, desc="prior phase")
+
+
+def canonicalizer_task_phase(model: Canonicalize, split: ImageSplit, transform: GroupAction,
+                             cfg: DictConfig, ctx: RunContext) -> None:
+    """Phase 1: backbone frozen; the canonicalizer learns from the classification loss on
+    randomly transformed training images, the prior on the same images upright."""
+    ph = cfg.method.canonicalizer_phase
+    gen = derived_generator(ctx.seed, "canonicalizer_phase")
+    batches = IndexBatches(len(split.x_train), ph.batch_size, gen)
+    current: dict[str, Tensor] = {}
+
+    def upright() -> Tensor:
+        current["idx"] = idx = next(batches)
+        return split.x_train[idx].to(ctx.device)
+
+    def task_loss() -> Tensor:
+        idx = current["idx"]
+        g = torch.randint(transform.order, (len(idx),), generator=gen)
+        x = transform.act_in(split.x_train[idx], g).to(ctx.device)
+        return F.cross_entropy(model(x), split.y_train[idx].to(ctx.device))
+
+    train_canonicalizer(model, upright, ph.steps, ph.lr, desc="canonicalizer phase",
+                        task_loss=task_loss)
+
+
 def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     m = out.metrics
     lines = [] if m["upright_accuracy"] is None else [
@@ -430,6 +494,9 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     if "lambda_phase_accuracy" in m:
         lines.append((f"  after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
                       "frozen)", m["lambda_phase_accuracy"]))
+    if "canonicalizer_phase_accuracy" in m:
+        lines.append((f"  after the canonicalizer phase ({cfg.method.canonicalizer_phase.steps} "
+                      "steps, backbone frozen)", m["canonicalizer_phase_accuracy"]))
     if "finetuned_accuracy" in m:
         lines.append((f"  after finetuning ({cfg.task.finetune.steps} steps)",
                       m["finetuned_accuracy"]))

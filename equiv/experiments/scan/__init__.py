@@ -32,6 +32,9 @@ def validate(cfg: DictConfig) -> None:
     one_of(task.select_model, MODEL_SELECTION, "task.select_model")
     one_of(task.equizero_proxy, SEQUENCE_PROXIES, "task.equizero_proxy")
     validate_method_options(method, SEQUENCE_PROXIES, "SCAN")
+    if method.name == "canonicalize" and method.gradient != "straight_through":
+        raise ConfigError(f"method.gradient={method.gradient!r} is not available on SCAN (one "
+                          "canonical view is decoded per command); valid: straight_through")
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     from equiv.experiments.scan.protocol import run as run_protocol

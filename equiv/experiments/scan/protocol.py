@@ -7,13 +7,17 @@ the validation and test commands is measured before finetuning (zero-shot) and e
 ``eval_every`` finetuning iterations; the reported finetuned numbers are those of the
 best-validation evaluation (the authors report the last model's). λ-equitune is measured
 zero-shot with its untrained λ, then trains its λ-network alone with the backbone frozen (the
-"λ phase", measured again) before finetuning. Every run also records the group's view ceiling
-and the in-training-view oracle (``views.py``). Finetuning checkpoints at every evaluation and
-resumes.
+"λ phase", measured again) before finetuning. Canonicalization first fits its canonicalizer to
+the prior alone (the "prior phase": every training command is its own canonical view), is
+measured zero-shot, then trains the canonicalizer on the task loss plus the prior with the
+backbone frozen (the "canonicalizer phase", measured again) before finetuning. Every run also
+records the group's view ceiling and the in-training-view oracle (``views.py``). Finetuning
+checkpoints at every evaluation and resumes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -39,6 +43,7 @@ from equiv.instantiate import build, target, variant
 from equiv.methods import LambdaNet
 from equiv.methods.sequence import (
     SEQ2SEQ_VARIANTS,
+    CanonicalizeSeq2Seq,
     LambdaEquituneSeq2Seq,
     SymmetrizedSeq2Seq,
     VanillaSeq2Seq,
@@ -108,11 +113,19 @@ def build_wrapper(cfg: DictConfig, model: Seq2Seq, data: ScanData) -> Symmetrize
     lambda_net = None
     if issubclass(wrapper, LambdaEquituneSeq2Seq):
         lambda_net = LambdaNet(model.hidden, hidden=m.hidden, dropout=m.dropout)
+    canonical: dict[str, Any] = {}
+    if issubclass(wrapper, CanonicalizeSeq2Seq):   # its own seed: the run's random stream stays
+        seed = derived_generator(cfg.seed, "canonicalizer").initial_seed()
+        canonical = {"canonicalizer": build(m.canonicalizer, "canonicalizer", action=action,
+                                            optional={"vocab_size": len(data.in_vocab),
+                                                      "seed": seed}),
+                     "gradient": m.gradient, "temperature": m.temperature,
+                     "prior_weight": m.prior_weight}
     return build_seq2seq_wrapper(
         model, action, target(m, "method"), combine=settings["combine"], lambda_net=lambda_net,
         normalization=m.get("normalization", "softplus"), proxy=settings["proxy"],
         surrogate=m.get("surrogate", "equitune"),
-        detach_features=m.get("detach_features", True))
+        detach_features=m.get("detach_features", True), **canonical)
 
 
 class Evaluator:
@@ -186,16 +199,89 @@ def train_lambda_only(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanDa
         p.requires_grad_(True)
 
 
+def train_canonicalizer_only(cfg: DictConfig, wrapper: CanonicalizeSeq2Seq, data: ScanData,
+                             ctx: RunContext, phase: str) -> None:
+    """Adam on the canonicalizer alone, on random training pairs. ``phase="prior_phase"``:
+    the prior loss only (no backbone); ``"canonicalizer_phase"``: the task loss
+    (straight-through, backbone frozen, teacher forcing as in finetuning) plus
+    ``prior_weight`` times the prior loss."""
+    node, ft = cfg.method[phase], cfg.task.finetune
+    for p in wrapper.model.parameters():
+        p.requires_grad_(False)
+    wrapper.model.eval()
+    wrapper.canonicalizer.train()
+    gen = derived_generator(ctx.seed, phase)
+    optimizer = torch.optim.Adam(wrapper.canonicalizer.parameters(), lr=node.lr)
+    for step in progress(range(1, node.steps + 1), total=node.steps, desc=phase.replace("_", " ")):
+        src, tgt = data.train.batch(torch.randint(len(data.train), (node.batch_size,),
+                                                  generator=gen))
+        src = src.to(ctx.device)
+        loss = wrapper.prior_loss(src)
+        if phase == "canonicalizer_phase":
+            loss = wrapper.loss(src, tgt.to(ctx.device), ft.teacher_forcing, gen,
+                                cfg.task.max_decode_len) + wrapper.prior_weight * loss
+        check_finite(loss, step, f"the {phase.replace('_', ' ')}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    for p in wrapper.model.parameters():
+        p.requires_grad_(True)
+
+
+@torch.no_grad()
+def selection_metrics(wrapper: CanonicalizeSeq2Seq, data: ScanData, hits: torch.Tensor,
+                      batch_size: int, device: torch.device) -> dict[str, float]:
+    """Where the canonicalizer sends the test commands: the share whose canonical view is the
+    command itself (``identity_share``) and the share whose canonical view is in the split's
+    training file (``canonical_in_training``; at most the view ceiling)."""
+    was_training = wrapper.training
+    wrapper.eval()
+    try:
+        best = torch.cat([wrapper.select(src.to(device))[0].cpu()
+                          for src in data.test.src.split(batch_size)])
+    finally:
+        wrapper.train(was_training)
+    chosen = hits[best, torch.arange(best.shape[0])]
+    return {"identity_share": (best == 0).double().mean().item(),
+            "canonical_in_training": chosen.double().mean().item()}
+
+
+def canonicalizer_phases(cfg: DictConfig, wrapper: CanonicalizeSeq2Seq, data: ScanData,
+                         ctx: RunContext, evaluate: Evaluator, m: dict[str, Any],
+                         record: Callable[[str], None]) -> None:
+    """Prior phase, zero-shot evaluation, canonicalizer phase and its evaluation, each
+    followed by ``record`` (where the test commands are sent)."""
+    train_canonicalizer_only(cfg, wrapper, data, ctx, "prior_phase")
+    wrapper.eval()
+    record("zero_shot")
+    if cfg.method.canonicalizer_phase.steps > 0:
+        m["val_acc_zero_shot"], m["test_acc_zero_shot"] = evaluate()
+        train_canonicalizer_only(cfg, wrapper, data, ctx, "canonicalizer_phase")
+        wrapper.eval()
+        m["val_acc_canonicalizer_phase"], m["test_acc_canonicalizer_phase"] = evaluate(0)
+        record("canonicalizer_phase")
+    else:
+        m["val_acc_zero_shot"], m["test_acc_zero_shot"] = evaluate(0)
+
+
 def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: RunContext,
              evaluate: Evaluator, out: Outcome) -> dict[str, Any]:
-    """Adam on the backbone (and λ unless frozen), one evaluation every ``eval_every``
-    updates (with the loss of that update's minibatch as the ``train_loss`` curve); resumable
-    from ``progress.pt`` in the run directory. Curve steps and the selected step count training
-    examples (updates × batch size)."""
+    """Adam on the backbone (and λ or the canonicalizer unless frozen; canonicalization adds
+    ``prior_weight`` times its prior loss on the batch's commands), one evaluation every
+    ``eval_every`` updates (with the loss of that update's minibatch as the ``train_loss``
+    curve); resumable from ``progress.pt`` in the run directory. Curve steps and the selected
+    step count training examples (updates × batch size)."""
     ft = cfg.task.finetune
     params = list(wrapper.model.parameters())
     if wrapper.lambda_net is not None and not cfg.method.freeze_lambda:
         params += list(wrapper.lambda_net.parameters())
+    prior_weight = 0.0
+    if isinstance(wrapper, CanonicalizeSeq2Seq):
+        if cfg.method.freeze_canonicalizer:
+            wrapper.canonicalizer.requires_grad_(False)
+        else:
+            params += list(wrapper.canonicalizer.parameters())
+            prior_weight = wrapper.prior_weight
     optimizer = torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
     gen = derived_generator(ctx.seed, "finetune")
     val0, test0 = out.curves["val_acc"][-1]["value"], out.curves["test_acc"][-1]["value"]
@@ -212,6 +298,8 @@ def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: 
         src, tgt = data.train.batch(torch.randint(n, (ft.batch_size,), generator=gen))
         loss = wrapper.loss(src.to(ctx.device), tgt.to(ctx.device), ft.teacher_forcing, gen,
                             cfg.task.max_decode_len)
+        if prior_weight:
+            loss = loss + prior_weight * wrapper.prior_loss(src.to(ctx.device))
         check_finite(loss, step, "finetuning")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -243,7 +331,18 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     out.extra["settings"] = settings
     m = out.metrics
     m.update(view_metrics(cfg, wrapper, data, ctx))
-    if wrapper.lambda_net is not None and cfg.method.lambda_phase.steps > 0:
+    if isinstance(wrapper, CanonicalizeSeq2Seq):
+        hits = in_training_views(data.test.src, wrapper.action,
+                                 training_file_commands(task.split, data.in_vocab))
+
+        def record(stage: str) -> None:
+            suffix = f"_{stage}" if stage else ""
+            for key, value in selection_metrics(wrapper, data, hits, task.eval_batch_size,
+                                                ctx.device).items():
+                m[f"test_{key}{suffix}"] = value
+
+        canonicalizer_phases(cfg, wrapper, data, ctx, evaluate, m, record)
+    elif wrapper.lambda_net is not None and cfg.method.lambda_phase.steps > 0:
         # As the image family: zero-shot = the untrained λ; then the λ phase; finetuning (and
         # its step-0 curve point) starts from the trained λ.
         m["val_acc_zero_shot"], m["test_acc_zero_shot"] = evaluate()
@@ -259,6 +358,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     if task.finetune.iterations > 0:
         best = finetune(cfg, wrapper, data, ctx, evaluate, out)
         m["equivariance_agreement"] = evaluate.agreement()
+        if isinstance(wrapper, CanonicalizeSeq2Seq):
+            record("")
     last = {k: out.curves[f"{k}_acc"][-1]["value"] for k in ("val", "test")}
     if settings["select"] == "last":
         m["val_acc"], m["test_acc"], m["selected_step"] = last["val"], last["test"], \
@@ -288,6 +389,18 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
         lines.append((f"after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
                       "frozen)", f"{m['val_acc_lambda_phase']:.4f} / "
                       f"{m['test_acc_lambda_phase']:.4f}"))
+    if "test_acc_canonicalizer_phase" in m:
+        lines.append((f"after the canonicalizer phase ({cfg.method.canonicalizer_phase.steps} "
+                      "steps, backbone frozen)", f"{m['val_acc_canonicalizer_phase']:.4f} / "
+                      f"{m['test_acc_canonicalizer_phase']:.4f}"))
+    stages = [s for s in ("zero_shot", "canonicalizer_phase") if f"test_identity_share_{s}" in m]
+    if stages:
+        shares = [(m[f"test_identity_share_{s}"], m[f"test_canonical_in_training_{s}"])
+                  for s in stages] + ([(m["test_identity_share"], m["test_canonical_in_training"])]
+                                      if "test_identity_share" in m else [])
+        names = [*stages, "finetuned"][: len(shares)]
+        lines.append((f"test views chosen: itself / in training ({', '.join(names)})",
+                      ", ".join(f"{a:.3f} / {b:.3f}" for a, b in shares)))
     if ft.iterations > 0:
         lines.append((f"after finetuning ({ft.iterations * ft.batch_size} examples; "
                       f"selected at {m['selected_step']})",
