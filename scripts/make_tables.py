@@ -31,14 +31,14 @@ COLUMNS = {
     "image_classification": [
         ("upright_accuracy", "upright (pretrained, no transform)", 3),
         ("zeroshot_accuracy", "zero-shot", 3),
-        ("lambda_phase_accuracy", "after λ phase", 3),
+        ("after_phase_accuracy", "after phase (λ / canonicalizer)", 3),
         ("finetuned_accuracy", "finetuned", 3),
         ("finetuned_invariance_error", "max invariance error (finetuned)", None),
     ],
     "dqn": [
         ("pretrained_return", "pretrained DQN, its own (restricted) setting", None),
         ("return_zero_shot", "zero-shot", None),
-        ("return_lambda_phase", "after λ phase", None),
+        ("return_after_phase", "after phase (λ / canonicalizer)", None),
         ("return_finetuned", "finetuned", None),
     ],
     "scan": [
@@ -59,11 +59,13 @@ DQN_NOTE = (
     " Returns are mean greedy returns over fixed evaluation episodes (the same for every method"
     " and seed). The pretrained DQN (one cached run per environment and pretraining seed) is"
     " evaluated in the restricted setting it was trained in (Gridworld goals in the top-left 3×3"
-    " block, CartPole and Acrobot starting on the right); zero-shot, after-λ-phase and finetuned"
+    " block, CartPole and Acrobot starting on the right); zero-shot, after-phase and finetuned"
     " returns are on the full, symmetric distribution (Gridworld goals anywhere, starts on either"
-    " side). λ-equitune's zero-shot column has its untrained λ; \"after λ phase\" is after fitting"
-    " λ alone (backbone frozen) to the pretrained Q-values on the pretrained agent's own"
-    " experience in the restricted setting, before finetuning.")
+    " side). λ-equitune's zero-shot column has its untrained λ; its \"after phase\" is after"
+    " fitting λ alone (backbone frozen) to the pretrained Q-values on the pretrained agent's own"
+    " experience in the restricted setting, before finetuning. Canonicalization's zero-shot is"
+    " after its prior phase (the canonicalizer taught that those restricted states are"
+    " canonical), its \"after phase\" after the canonicalizer phase on the same experience.")
 
 
 def cell(row, metric: str, digits: int | None) -> str:
@@ -125,20 +127,29 @@ SCAN_NOTE = (
     " split, cell and seed, shared by the methods.")
 
 
-PHASES = ("lambda_phase", "canonicalizer_phase")       # one "after phase" column for both
+# One "after phase" column for λ-equitune's λ phase and canonicalization's canonicalizer phase
+# (a run has at most one of them): column -> the metrics it takes, per family.
+AFTER_PHASE = {
+    "after_phase_accuracy": ("lambda_phase_accuracy", "canonicalizer_phase_accuracy"),
+    "return_after_phase": ("return_lambda_phase", "return_canonicalizer_phase"),
+    "val_acc_after_phase": ("val_acc_lambda_phase", "val_acc_canonicalizer_phase"),
+    "test_acc_after_phase": ("test_acc_lambda_phase", "test_acc_canonicalizer_phase"),
+}
+
+
+def with_after_phase(frame):
+    """``frame`` with the AFTER_PHASE columns whose metrics it has."""
+    for column, sources in AFTER_PHASE.items():
+        present = [s for s in sources if s in frame.columns]
+        if present:
+            frame = frame.assign(**{column: frame[present].bfill(axis=1).iloc[:, 0]})
+    return frame
 
 
 def scan_frame(frame, splits: dict[str, str]):
     """SCAN runs keyed by split instead of task name: ``scan_add_jump_verb4`` (the preset's name
-    for Add Jump under scan_verb4) and ``scan_add_jump group=scan_verb4`` share rows; the λ and
-    canonicalizer phases' accuracies as one ``<part>_acc_after_phase`` (a run has one of them)."""
-    frame = frame.assign(task=frame["task"].map(lambda t: splits.get(t, t.removeprefix("scan_"))))
-    for part in ("val", "test"):
-        phases = [f"{part}_acc_{p}" for p in PHASES if f"{part}_acc_{p}" in frame.columns]
-        if phases:
-            frame = frame.assign(**{f"{part}_acc_after_phase": frame[phases].bfill(axis=1)
-                                    .iloc[:, 0]})
-    return frame
+    for Add Jump under scan_verb4) and ``scan_add_jump group=scan_verb4`` share rows."""
+    return frame.assign(task=frame["task"].map(lambda t: splits.get(t, t.removeprefix("scan_"))))
 
 
 def oracle_rows(frame, columns) -> dict[tuple[str, str, str], list[str]]:
@@ -501,7 +512,7 @@ def main(argv: list[str] | None = None, api: Any = None) -> int:
     if not runs:
         print(f"error: no complete runs in {source}", file=sys.stderr)
         return 2
-    frame = runs_frame(runs)
+    frame = with_after_phase(runs_frame(runs))
     families = {r["task"]: r["config"]["task"]["family"] for r in runs}
     args.out.mkdir(parents=True, exist_ok=True)
     intro = (f"Mean ± sample std over seeds, from `{source}` by "

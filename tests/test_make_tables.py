@@ -85,7 +85,7 @@ def test_dqn_table_is_one_file_env_by_method(tmp_path):
     md = (tmp_path / "tables" / "dqn.md").read_text()
     lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert lines[0].startswith("| env | backbone | group | method | pretrained DQN")
-    assert "| after λ phase | finetuned | seeds |" in lines[0]
+    assert "| after phase (λ / canonicalizer) | finetuned | seeds |" in lines[0]
     assert lines[1] == ("| gridworld | qnet_mlp | gridworld_reflect | equitune | 0.900 | 0.250 | "
                         "— | 0.500 | 1 |")
     assert lines[2].startswith("| cartpole | qnet_mlp | cartpole_reflect | vanilla | 500.0 |")
