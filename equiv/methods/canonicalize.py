@@ -47,6 +47,17 @@ class Selection:
         return self.example.numel() == self.scores.shape[1]
 
 
+def check_canonicalizer(canonicalizer: nn.Module, action: GroupAction,
+                        temperature: float) -> None:
+    """A canonicalizer that scores the group's elements, and a usable softmax temperature."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    order = getattr(canonicalizer, "order", action.order)
+    if order != action.order:
+        raise ValueError(f"the canonicalizer scores {order} elements, the group "
+                         f"{action.name!r} has {action.order}")
+
+
 class Canonicalize(Symmetrizer):
     """``g*⁻¹·M(g*·x)`` with ``g*`` the argmax of an equivariant canonicalizer's scores.
 
@@ -78,12 +89,7 @@ class Canonicalize(Symmetrizer):
         super().__init__(backbone, action, chunk_size)
         if gradient not in GRADIENTS:
             raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        order = getattr(canonicalizer, "order", action.order)
-        if order != action.order:
-            raise ValueError(f"the canonicalizer scores {order} elements, the group "
-                             f"{action.name!r} has {action.order}")
+        check_canonicalizer(canonicalizer, action, temperature)
         self.canonicalizer = canonicalizer
         self.gradient = gradient
         self.temperature = temperature

@@ -30,7 +30,7 @@ from equiv.groups import GroupAction
 from equiv.groups.permutation import LastDimPermutation, TokenPermutation
 from equiv.method_options import SEQUENCE_PROXIES
 from equiv.methods.base import Equitune, Symmetrizer, Vanilla, build_variant, method_variant
-from equiv.methods.canonicalize import Canonicalize
+from equiv.methods.canonicalize import Canonicalize, check_canonicalizer
 from equiv.methods.dropout import shared_masks, warn_per_view_dropout
 from equiv.methods.equizero import Equizero
 from equiv.methods.lambda_equitune import LambdaEquitune, normalize_weights, view_scores
@@ -385,12 +385,7 @@ class CanonicalizeSeq2Seq(SymmetrizedSeq2Seq):
         if gradient != "straight_through":
             raise ValueError(f"gradient={gradient!r} is not available for seq2seq "
                              "canonicalization; use 'straight_through'")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        order = getattr(canonicalizer, "order", action.order)
-        if order != action.order:
-            raise ValueError(f"the canonicalizer scores {order} elements, the group "
-                             f"{action.name!r} has {action.order}")
+        check_canonicalizer(canonicalizer, action, temperature)
         self.canonicalizer = canonicalizer
         self.gradient, self.temperature, self.prior_weight = gradient, temperature, prior_weight
 
