@@ -9,6 +9,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+import pytest
 import torch
 from hypothesis import settings
 
@@ -18,3 +19,12 @@ torch.set_num_threads(1)
 
 settings.register_profile("equiv", max_examples=12, deadline=None, derandomize=True)
 settings.load_profile("equiv")
+
+
+@pytest.fixture
+def float64():
+    """Exact checks in float64, without leaking the default dtype into other tests."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -30,12 +30,7 @@ OUT_WORDS = ["I_JUMP", "I_RUN", "I_WALK", "I_LOOK", "I_TURN_LEFT", "I_TURN_RIGHT
 IN_VOCAB, OUT_VOCAB = Vocab(IN_WORDS), Vocab(OUT_WORDS)
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")      # exact checks (tests/conftest.py)
 
 
 class ImageClassifier(nn.Module):

@@ -34,14 +34,6 @@ TINY = ["task=cnn_cifar10_rot90", "backbone.pretrained=false", "backbone.input_s
         "task.eval.batch_size=16", "task.eval.invariance_probe=4", "task.eval.selection_probe=8"]
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def randomize_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
     """Random BatchNorm statistics, so that eval-mode BatchNorm is not the identity."""
     for m in net.modules():

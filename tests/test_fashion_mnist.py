@@ -177,14 +177,6 @@ def test_run_py_exits_2_on_a_missing_dataset(tmp_path):
 METHOD_CONFIGS = IMAGE_METHOD_CONFIGS
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def tiny_resnet() -> SmallResNet:
     """Random weights and BatchNorm statistics, so that eval-mode BatchNorm is not the identity."""
     net = SmallResNet(1, 10, width=2, blocks=(1, 1, 1, 1))

@@ -33,12 +33,7 @@ SEED = 1234
 C, S, K = 2, 5, 4                    # image channels, side, classes
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")      # exact checks (tests/conftest.py)
 
 
 def per_view(module: nn.Module) -> nn.Module:
