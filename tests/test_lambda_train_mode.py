@@ -101,6 +101,24 @@ def test_group_dropout_is_nn_dropout_unless_bound():
         ours(x)
 
 
+def test_group_dropout_masks_are_its_calls_drawn_in_advance():
+    """``masks`` draws what that many consecutive calls draw, bit for bit and in the same order
+    (the global generator ends in the same state); None wherever a call draws no per-row mask."""
+    x = torch.randn(4, 3)
+    drop = GroupDropout(0.1)
+    torch.manual_seed(SEED)
+    calls = torch.stack([drop(x) for _ in range(5)])
+    after_calls = torch.get_rng_state()
+    torch.manual_seed(SEED)
+    keep = drop.masks(5, (4, 3), x)
+    assert keep is not None and torch.equal(x * keep, calls)
+    assert torch.equal(torch.get_rng_state(), after_calls)
+    assert GroupDropout(0.0).masks(5, (4, 3), x) is None
+    assert drop.eval().masks(5, (4, 3), x) is None
+    with shared_masks(drop.train(), 2):
+        assert drop.masks(5, (4, 3), x) is None
+
+
 def test_lambda_net_state_dict_is_unchanged():
     """Cached λ weights still load: GroupDropout has no state, the layer indices are the same."""
     assert list(LambdaNet(7, hidden=5).state_dict()) == [

@@ -169,6 +169,36 @@ def test_loss_ignores_pad(cell):
     assert model.out.weight.grad is not None and model.out.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_loss_with_masks_drawn_in_advance_is_the_per_step_loss(cell):
+    """train_step_loss draws the decoder's dropout masks before its loop: the loss and every
+    gradient equal, bit for bit, those of the loop in which each step draws its own."""
+    src = pad_batch([[3, 4, 5], [6], [7, 8], [8, 3, 4, 6]])
+    tgt = pad_batch([[3, 4, 5, EOS], [6, EOS], [EOS], [4, 4, 6, 5, EOS]])
+
+    def per_step(model: Seq2Seq) -> torch.Tensor:
+        forced = torch.rand(4, generator=torch.Generator().manual_seed(3)) < 0.5
+        state, prev, steps = model.encode(src), torch.full((4,), SOS), []
+        for t in range(tgt.shape[1]):
+            logits, state = model.decode_step(state, prev)       # dropout draws per step
+            steps.append(logits)
+            prev = torch.where(forced, tgt[:, t], logits.detach().argmax(1))
+        return torch.nn.functional.cross_entropy(torch.stack(steps, 1).flatten(0, 1),
+                                                 tgt.flatten(), ignore_index=PAD)
+
+    results = []
+    for loss_of in (per_step,
+                    lambda m: m.train_step_loss(src, tgt, 0.5, torch.Generator().manual_seed(3))):
+        model = make_model(cell, dropout=0.3).train()
+        torch.manual_seed(1)
+        loss = loss_of(model)
+        loss.backward()
+        results.append((loss.detach(), [p.grad for p in model.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.equal(loss_a, loss_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+
+
 def _copy_batch(gen: torch.Generator, n: int):
     lengths = torch.randint(1, 6, (n,), generator=gen).tolist()
     seqs = [torch.randint(3, OUT_VOCAB, (k,), generator=gen).tolist() for k in lengths]

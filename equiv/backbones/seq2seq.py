@@ -122,21 +122,38 @@ class Seq2Seq(nn.Module):
             h, c = final.sum(0), None
         return DecoderState(h=h, c=c, enc=out, mask=mask)
 
-    def decode_step(self, state: DecoderState, prev: Tensor) -> tuple[Tensor, DecoderState]:
-        """Feed the previous token ``prev [B]``; return next-token logits ``[B, V]`` and state."""
-        x = self.drop(self.tgt_embed(prev))
-        if self.cell_type == "lstm":
-            h, c = self.decoder(x, (state.h, state.c))
-        else:
-            h, c = self.decoder(x, state.h), None
+    def decode_step(self, state: DecoderState, prev: Tensor, keep: Tensor | None = None
+                    ) -> tuple[Tensor, DecoderState]:
+        """Feed the previous token ``prev [B]``; return next-token logits ``[B, V]`` and state.
+
+        ``keep``: this step's dropout multiplier drawn in advance (``GroupDropout.masks``), else
+        dropout draws its own. The modules' functions are called directly (the same kernels,
+        without the per-call module overhead: training steps are overhead-bound).
+        """
+        x = F.embedding(prev, self.tgt_embed.weight, PAD)
+        x = self.drop(x) if keep is None else x * keep
+        h, c = self._cell(x, state.h, state.c)
         if self.attention:
-            scores = torch.bmm(state.enc, self.att_query(h).unsqueeze(2)).squeeze(2)  # [B, S]
+            query = F.linear(h, self.att_query.weight)
+            scores = torch.bmm(state.enc, query.unsqueeze(2)).squeeze(2)  # [B, S]
             weights = scores.masked_fill(~state.mask, float("-inf")).softmax(1)
             ctx = torch.bmm(weights.unsqueeze(1), state.enc).squeeze(1)  # [B, H]
-            feat = torch.tanh(self.att_combine(torch.cat([ctx, h], 1)))
+            combine = self.att_combine
+            feat = torch.tanh(F.linear(torch.cat([ctx, h], 1), combine.weight, combine.bias))
         else:
             feat = h
-        return self.out(feat), DecoderState(h=h, c=c, enc=state.enc, mask=state.mask)
+        return F.linear(feat, self.out.weight, self.out.bias), \
+            DecoderState(h=h, c=c, enc=state.enc, mask=state.mask)
+
+    def _cell(self, x: Tensor, h: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The decoder cell's own op (what ``nn.RNNCell``/``GRUCell``/``LSTMCell`` call)."""
+        d = self.decoder
+        weights = (d.weight_ih, d.weight_hh, d.bias_ih, d.bias_hh)
+        if self.cell_type == "lstm":
+            return torch.lstm_cell(x, (h, c), *weights)
+        if self.cell_type == "gru":
+            return torch.gru_cell(x, h, *weights), None
+        return torch.rnn_tanh_cell(x, h, *weights), None
 
     # ------------------------------------------------------------------ whole sequences
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
@@ -266,10 +283,11 @@ class Seq2Seq(nn.Module):
         forced = (torch.rand(b, generator=generator, device=rng_device)
                   < teacher_forcing).to(src.device)
         state = self.encode(src)
+        keep = self.drop.masks(t_len, (b, self.hidden), state.h)    # after the encoder's draw
         prev = torch.full((b,), SOS, dtype=torch.long, device=src.device)
         steps = []
         for t in range(t_len):
-            logits, state = self.decode_step(state, prev)
+            logits, state = self.decode_step(state, prev, None if keep is None else keep[t])
             steps.append(logits)
             prev = torch.where(forced, tgt[:, t], logits.detach().argmax(1))
         logits = torch.stack(steps, 1)

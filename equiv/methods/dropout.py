@@ -46,6 +46,20 @@ class GroupDropout(nn.Module):
         mask = F.dropout(x.new_ones(1, batch, *x.shape[1:]), self.p, True)   # 0 or 1/(1-p)
         return (x.view(order, batch, *x.shape[1:]) * mask).view_as(x)
 
+    def masks(self, steps: int, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
+        """The multipliers (0 or 1/(1-p)) of ``steps`` consecutive calls on ``shape`` inputs,
+        ``[steps, *shape]``, drawn as those calls draw them (one Bernoulli fill per call, in
+        order), so ``x_t * masks[t]`` equals the ``t``-th call to the bit; a loop saves a
+        division and an allocation per step. None where a call draws no per-row CPU mask
+        (eval mode, p of 0 or 1, a bound group order, CUDA's fused kernel): call the module."""
+        if (not self.training or not 0.0 < self.p < 1.0 or self.group_order not in (None, 1)
+                or like.device.type != "cpu"):
+            return None
+        keep = like.new_empty(steps, *shape)
+        for mask in keep:
+            mask.bernoulli_(1 - self.p)
+        return keep.div_(1 - self.p)
+
     def extra_repr(self) -> str:
         return f"p={self.p}, group_order={self.group_order}"
 

@@ -7,6 +7,7 @@ Each module defines ``add_arguments(parser)`` (its own ``--<name>-*`` options) a
 MODULES = {
     "images": "scripts.benchmarks.images",
     "scan": "scripts.benchmarks.scan",
+    "scan_pretrain": "scripts.benchmarks.scan_pretrain",
     "nlg": "scripts.benchmarks.nlg",
     "dqn": "scripts.benchmarks.dqn",
     "canonicalize": "scripts.benchmarks.canonicalize",
