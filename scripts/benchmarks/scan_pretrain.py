@@ -35,6 +35,7 @@ def cell_row(cell: str, args: argparse.Namespace) -> list[str]:
     from omegaconf import OmegaConf
 
     from equiv.backbones.seq2seq import Seq2Seq
+    from equiv.config import CONFIG_DIR
     from equiv.experiments.scan.data import load
     from equiv.experiments.scan.evaluate import exact_match
     from equiv.experiments.scan.pretrain import pretrain_optimizer, pretrain_update
@@ -42,7 +43,7 @@ def cell_row(cell: str, args: argparse.Namespace) -> list[str]:
     from equiv.methods.sequence import VanillaSeq2Seq
     from equiv.training import derived_generator
 
-    task = OmegaConf.load(ROOT / "configs" / "task" / "scan_add_jump.yaml").task
+    task = OmegaConf.load(CONFIG_DIR / "task" / "scan_add_jump.yaml").task
     p = task.pretrain
     steps = -(-p.examples // p.batch_size)
     data = load("add_jump", task.data.validation_fraction, task.data.split_seed)
