@@ -147,17 +147,17 @@ def finish(fig: Figure, ax: Any, title: str, xlabel: str, ylabel: str) -> Figure
     return fig
 
 
-SCAN_CURVE_METHODS = {"equizero": "-", "equitune": ":"}
-SCAN_VERB4_METHODS = {"equizero": "-", "lambda_equitune": "--"}
-SCAN_TITLES = {"scan_add_jump": "Equizero vs. equitune for few-shot learning (SCAN Add Jump)",
+SCAN_CURVE_METHODS = {"equizero": "-", "equitune": ":", "canonicalize": "-."}
+SCAN_VERB4_METHODS = {"equizero": "-", "lambda_equitune": "--", "canonicalize": "-."}
+SCAN_TITLES = {"scan_add_jump": "Equizero vs. equitune vs. canonicalize, few-shot (SCAN Add Jump)",
                "scan_add_jump_verb4": "SCAN Add Jump, four verbs cycled: equizero vs. "
-                                      "λ-equitune"}
+                                      "λ-equitune vs. canonicalize"}
 
 
 def scan_finetune_curve(runs: list[Run],
                         methods: dict[str, str] = SCAN_CURVE_METHODS) -> Figure:
     """Test accuracy vs finetuning examples: does a zero-shot lead survive finetuning?
-    (λ-equitune's curve starts after its λ phase.)"""
+    (λ-equitune's and canonicalize's curves start after their phases.)"""
     runs = one_config_per_seed([r for r in runs if r["method"] in methods])
     stats = curve_stats(runs, "test_acc", tuple(methods))
     if stats.empty:
@@ -185,7 +185,8 @@ def scan_finetune_curve(runs: list[Run],
 
 
 IMAGE_METHODS = {"vanilla": ("tab:gray", "--"), "equitune": ("tab:orange", ":"),
-                 "lambda_equitune": ("tab:blue", "-"), "equizero": ("tab:green", "-.")}
+                 "lambda_equitune": ("tab:blue", "-"), "equizero": ("tab:green", "-."),
+                 "canonicalize": ("tab:purple", "-")}
 IMAGE_TITLES = {"digits_rot90": "Rotated digits (small CNN, C4)",
                 "fmnist_rot90": "Rotated Fashion-MNIST (ResNet-18-shaped small CNN, C4)"}
 
@@ -204,7 +205,7 @@ def image_finetune_curve(runs: list[Run]) -> Figure:
             draw_curve(ax, s, method, color, linestyle)
     task = runs[0]["task"]
     return finish(fig, ax, IMAGE_TITLES.get(task, task),
-                  "training steps (λ-equitune: its λ phase first, then finetuning)",
+                  "training steps (λ-equitune, canonicalize: their λ or canonicalizer phase first)",
                   "test accuracy (each image randomly rotated)")
 
 
@@ -298,7 +299,7 @@ def nlg_regard_bars(runs: list[Run]) -> Figure:
 # DQN transfer: one figure per environment, greedy return vs finetuning env steps per method.
 DQN_ENVS = ("gridworld", "cartpole", "acrobot")
 DQN_METHODS = {"vanilla": "tab:gray", "equitune": "tab:blue", "lambda_equitune": "tab:green",
-               "equizero": "tab:red"}
+               "equizero": "tab:red", "canonicalize": "tab:purple"}
 DQN_TITLES = {"dqn_gridworld": "Gridworld 5×5 (pretrained: goals in the top-left 3×3 only)",
               "dqn_cartpole": "CartPole (pretrained: cart drifting right only)",
               "dqn_acrobot": "Acrobot (pretrained: first link raised right only)"}
