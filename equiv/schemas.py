@@ -300,12 +300,9 @@ class Phase:
 
 
 @schema
-class LambdaPhase:
-    """λ-equitune's phase 1: the λ-network alone, backbone frozen."""
-
-    steps: ZeroOrMore                               # 0 = no λ phase
-    batch_size: OneOrMore
-    lr: Rate
+class LambdaPhase(Phase):
+    """λ-equitune's phase 1: the λ-network alone, backbone frozen. Its own type so that a family
+    can refine it (``LAMBDA_PHASES``) without touching the canonicalizer's phases."""
 
 
 @schema
