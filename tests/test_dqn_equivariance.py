@@ -25,12 +25,7 @@ METHODS = ["equitune", "lambda-softplus", "lambda-softmax", "equizero-equitune",
            "equizero-identity"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")          # tests/conftest.py
 
 
 def build(method, name):

@@ -17,13 +17,7 @@ from equiv.testing import assert_equivariant, assert_invariant, equivariance_err
 C, S, K, V, L = 2, 5, 4, 6, 4      # channels, image side, classes, vocabulary, sequence length
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    """Exact checks in float64, without leaking the default dtype into other test modules."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")          # tests/conftest.py
 
 
 class ImageClassifier(nn.Module):
