@@ -33,12 +33,22 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(scale, str) and scale != "clip":
         raise ConfigError(f"task.head.logit_scale={scale!r} is not valid: 'clip' or a number > 0")
     validate_method_options(method, VECTOR_PROXIES, "CLIP")
-    lambda_steps = method.lambda_phase.steps if method.name == "lambda_equitune" else 0
-    if task.dataset not in TRAIN_SPLITS and (task.finetune.steps > 0 or lambda_steps > 0):
+    if task.dataset not in TRAIN_SPLITS and (task.finetune.steps > 0 or phase_steps(method) > 0):
+        phases = " ".join(f"method.{p}.steps=0" for p in PHASES.get(method.name, ()))
         raise ConfigError(f"task.dataset={task.dataset} has no training split: use "
-                          "task.finetune.steps=0 (and method.lambda_phase.steps=0), or a dataset "
-                          f"among {', '.join(TRAIN_SPLITS)}")
+                          f"task.finetune.steps=0{f' (and {phases})' if phases else ''}, or a "
+                          f"dataset among {', '.join(TRAIN_SPLITS)}")
     check_resources(cfg)
+
+
+# The phases on training images each method runs before finetuning.
+PHASES = {"lambda_equitune": ("lambda_phase",),
+          "canonicalize": ("prior_phase", "canonicalizer_phase")}
+
+
+def phase_steps(method: DictConfig) -> int:
+    """Steps of the method's phases on training images (0: it needs no training split)."""
+    return sum(method[p].steps for p in PHASES.get(method.name, ()))
 
 
 def check_resources(cfg: DictConfig) -> None:
