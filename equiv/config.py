@@ -187,6 +187,13 @@ def validate_canonicalize(method: DictConfig, family: str) -> None:
     one_of(method.gradient, CANONICALIZE_GRADIENTS, "method.gradient")
 
 
+def phase_steps(method: DictConfig) -> int:
+    """Steps of the method's phases on training data (0: it needs none before finetuning)."""
+    from equiv.method_options import METHOD_PHASES
+
+    return sum(method[p].steps for p in METHOD_PHASES.get(method.name, ()))
+
+
 def check_schemas(cfg: DictConfig) -> None:
     """Each group node of ``cfg`` against its typed schema (imported here: no import cycle)."""
     from equiv.schemas import check_schemas as check

@@ -24,10 +24,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from equiv.backbones.clip import ClipClassifier, cached_text_classifier, text_classifier
+from equiv.config import phase_steps
 from equiv.data.clip_prompts import prompts_hash
 from equiv.experiment import Outcome, RunContext
 from equiv.experiments.canonicalizer_phases import canonicalizer_seed
-from equiv.experiments.clip import phase_steps
 from equiv.experiments.clip.canonicalize import canonicalizer_phase, prior_phase
 from equiv.experiments.clip.compat import AuthorsLambdaEquitune
 from equiv.experiments.clip.data import ClipData, Indexed, load_data
