@@ -12,4 +12,7 @@ SEQUENCE_PROXIES = ("mean_max_prob", "entropy", "mean_max_prob_padded")
 SEQUENCE_COMBINES = ("prob", "logprob")
 # Canonicalization: how the canonicalizer's gradient flows, and the families it runs on.
 CANONICALIZE_GRADIENTS = ("straight_through", "relaxed")
-CANONICALIZE_FAMILIES = ("image_classification", "scan", "dqn")
+CANONICALIZE_FAMILIES = ("image_classification", "clip", "scan", "dqn")
+# The phases on training data a method runs before finetuning (``method.<phase>.steps``).
+METHOD_PHASES = {"lambda_equitune": ("lambda_phase",),
+                 "canonicalize": ("prior_phase", "canonicalizer_phase")}

@@ -363,7 +363,9 @@ CLIP_BACKBONES = {"clip_rn50": "RN50", "clip_rn101": "RN101", "clip_vitb32": "Vi
 CLIP_BARS = (("upright", "no transformation", "upright_accuracy", "0.85"),
              ("vanilla", "pretrained model", "zeroshot_accuracy", "tab:gray"),
              ("equitune", "equitune", "zeroshot_accuracy", "tab:blue"),
-             ("equizero", "equizero", "zeroshot_accuracy", "tab:red"))
+             ("equizero", "equizero", "zeroshot_accuracy", "tab:red"),
+             ("canonicalize", "canonicalize (prior phase)", "zeroshot_accuracy", "tab:purple"))
+OPTIONAL_BARS = {"canonicalize"}        # not in the paper: a bar only where it has runs
 
 PAPER_MARKER = {"linestyle": "none", "marker": "_", "markersize": 14, "markeredgewidth": 2.2,
                 "color": "black", "gid": "paper"}
@@ -421,16 +423,18 @@ def clip_zeroshot_bars(runs: list[Run], dataset: str, paper: list[dict[str, str]
     if not values:
         raise SkipFigure(f"no zero-shot runs on {dataset}")
     backbones = list(CLIP_BACKBONES) + sorted({b for b, _ in values} - set(CLIP_BACKBONES))
-    width = 0.8 / len(CLIP_BARS)
+    bars = [bar for bar in CLIP_BARS
+            if bar[0] not in OPTIONAL_BARS or any(key == bar[0] for _, key in values)]
+    width = 0.8 / len(bars)
     fig = Figure(figsize=(7.2, 4.4))
     ax = fig.add_subplot()
     handles: list[Any] = []
-    for j, (key, label, metric, color) in enumerate(CLIP_BARS):
+    for j, (key, label, metric, color) in enumerate(bars):
         counts = [len(values[b, key]) for b in backbones if (b, key) in values]
         handles.append(Patch(facecolor=color, edgecolor="black", linewidth=0.6,
                              label=f"{label} ({seeds_label(counts)})"))
         for i, backbone in enumerate(backbones):
-            x = i + (j - (len(CLIP_BARS) - 1) / 2) * width
+            x = i + (j - (len(bars) - 1) / 2) * width
             mine = values.get((backbone, key), [])
             if mine:
                 mean, std = mean_std([100 * v for v in mine])
@@ -465,7 +469,7 @@ def clip_zeroshot_figure(dataset: str) -> Callable[[list[Run]], Figure]:
 
 
 CLIP_FINETUNE_METHODS = {"equitune": "tab:blue", "lambda_equitune": "tab:green",
-                         "equizero": "tab:red"}
+                         "equizero": "tab:red", "canonicalize": "tab:purple"}
 
 
 def clip_finetune_curves(runs: list[Run]) -> Figure:
@@ -498,7 +502,8 @@ def clip_finetune_curves(runs: list[Run]) -> Figure:
         ax.set_ylabel("top-1 accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small")
-    fig.suptitle("CLIP finetuning on rot90-CIFAR-100 (λ-equitune's step 0: after its λ phase)")
+    fig.suptitle("CLIP finetuning on rot90-CIFAR-100 (step 0: after λ-equitune's λ phase, "
+                 "canonicalize's canonicalizer phase)")
     fig.tight_layout()
     return fig
 

@@ -128,7 +128,8 @@ SCAN_NOTE = (
 
 
 # One "after phase" column for λ-equitune's λ phase and canonicalization's canonicalizer phase
-# (a run has at most one of them): column -> the metrics it takes, per family.
+# (a run has at most one of them): column -> the metrics it takes, per family (CLIP's as the
+# image family's).
 AFTER_PHASE = {
     "after_phase_accuracy": ("lambda_phase_accuracy", "canonicalizer_phase_accuracy"),
     "return_after_phase": ("return_lambda_phase", "return_canonicalizer_phase"),
@@ -137,13 +138,13 @@ AFTER_PHASE = {
 }
 
 
-def with_after_phase(frame):
-    """``frame`` with the AFTER_PHASE columns whose metrics it has."""
-    for column, sources in AFTER_PHASE.items():
-        present = [s for s in sources if s in frame.columns]
-        if present:
-            frame = frame.assign(**{column: frame[present].bfill(axis=1).iloc[:, 0]})
-    return frame
+def with_after_phase(run: dict[str, Any]) -> dict[str, Any]:
+    """``run`` with the AFTER_PHASE metrics whose sources it has (the first one set)."""
+    metrics = run.get("metrics", {})
+    found = {column: next(v for s in sources if (v := metrics.get(s)) is not None)
+             for column, sources in AFTER_PHASE.items()
+             if any(metrics.get(s) is not None for s in sources)}
+    return {**run, "metrics": {**metrics, **found}}
 
 
 def scan_frame(frame, splits: dict[str, str]):
@@ -347,6 +348,7 @@ def run_record(run: dict[str, Any], keys: tuple[str, ...]) -> Record:
 CLIP_FIELDS = ("dataset", "task", "backbone", "method")
 CLIP_ZEROSHOT = (Column("upright (backbone, no transform)", "upright_accuracy", paper=True),
                  Column("zero-shot", "zeroshot_accuracy", paper=True),
+                 Column("after phase (λ / canonicalizer)", "after_phase_accuracy"),
                  Column("max invariance error (zero-shot)", "zeroshot_invariance_error", None))
 CLIP_STEPS = (0, 1000, 2000, 3000, 4000)
 CLIP_FINETUNE = (*(Column(f"step {s}", "test_accuracy", step=s, paper=True) for s in CLIP_STEPS),
@@ -356,9 +358,13 @@ PAPER_NOTE = (" \"(paper)\" columns are the paper's numbers from `equiv/data/pap
               " pixel-read from a figure. \"not run\": a configuration the paper reports that"
               " has no run here.")
 CLIP_NOTE = (" Top-1 accuracy, one random transformation of the task's group per test image;"
-             " the paper's \"flip\" is `clip_flip` (both axes flipped, a 180° rotation).")
+             " the paper's \"flip\" is `clip_flip` (both axes flipped, a 180° rotation)."
+             " λ-equitune's zero-shot is with its untrained λ-network, canonicalize's with its"
+             " canonicalizer fitted to the prior alone (upright training images are canonical);"
+             " \"after phase\" after training λ or the canonicalizer (image tower frozen).")
 CLIP_FINETUNE_NOTE = (" Test top-1 along finetuning on the transformed training set (the paper:"
-                      " rot90-CIFAR100, Figs. 5/11); λ-equitune's step 0 is after its λ phase.")
+                      " rot90-CIFAR100, Figs. 5/11); step 0 is after λ-equitune's λ phase and"
+                      " canonicalize's canonicalizer phase.")
 
 
 def clip_tables(runs: list[dict[str, Any]], paper: list[dict[str, str]], out: Path,
@@ -512,7 +518,8 @@ def main(argv: list[str] | None = None, api: Any = None) -> int:
     if not runs:
         print(f"error: no complete runs in {source}", file=sys.stderr)
         return 2
-    frame = with_after_phase(runs_frame(runs))
+    runs = [with_after_phase(r) for r in runs]
+    frame = runs_frame(runs)
     families = {r["task"]: r["config"]["task"]["family"] for r in runs}
     args.out.mkdir(parents=True, exist_ok=True)
     intro = (f"Mean ± sample std over seeds, from `{source}` by "

@@ -1,5 +1,7 @@
-"""CLIP adapter on a tiny random open_clip model: exact invariance of every method in float64,
-g vs g⁻¹ in view selection, the text-classifier cache, λ's feature cache, missing weights."""
+"""CLIP adapter on a tiny random open_clip model: exact invariance of every method in float64
+(canonicalization built from the CLIP task's config, in eval and training mode), g vs g⁻¹ in
+view selection, the text-classifier cache, λ's and the canonicalizer phase's caches, missing
+weights."""
 
 import os
 
@@ -25,12 +27,14 @@ from equiv.data.clip_prompts import (
 )
 from equiv.errors import MissingResourceError
 from equiv.experiments.clip import resources
+from equiv.experiments.clip.canonicalize import FrozenViewOutputs
 from equiv.experiments.clip.compat import AuthorsLambdaEquitune
 from equiv.experiments.clip.protocol import cache_view_features
 from equiv.groups import image_group, rot90
+from equiv.instantiate import build_method
 from equiv.methods import Equitune, Equizero, LambdaEquitune, LambdaNet
 from equiv.testing import assert_invariant, equivariance_error
-from tests.helpers import CONFIG_DIR
+from tests.helpers import CONFIG_DIR, compose_config
 
 TINY = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "backbone" / "tiny_clip.yaml"))
 CLASSES, TEMPLATES = ("cat", "dog", "ship"), ("a photo of a {}.", "a bad photo of the {}.")
@@ -178,3 +182,102 @@ def test_downloaded_weights_are_found_where_open_clip_puts_them(tmp_path):
     assert resources.find_weights("RN50", tmp_path) == snap / "open_clip_model.safetensors"
     assert resolve_pretrained("RN50", "openai", tmp_path / "open_clip", "-") == (
         snap / "open_clip_model.safetensors")
+
+
+def canonicalize(backbone, group, gradient="straight_through", task="clip_rot90"):
+    """``method=canonicalize`` as the CLIP task's config builds it (its group CNN sees 4×4 block
+    means of the image), in float64."""
+    pytest.importorskip("equiadapt")
+    cfg = compose_config(f"task={task}", "method=canonicalize", f"group={group}",
+                         f"method.gradient={gradient}")
+    model = build_method(cfg.method, backbone, image_group(group),
+                         optional={"in_channels": 3, "seed": 0}).double()
+    assert model.canonicalizer.pool == 4
+    return model
+
+
+def invariance_with_grad(model, x):
+    """``max_g |F(g·x) − F(x)|`` with gradients enabled, so that training mode runs the
+    straight-through or relaxed path."""
+    y = model(x).detach()
+    return max((model(model.action.act_in(x, g)).detach() - y).abs().max().item()
+               for g in model.action.elements)
+
+
+@pytest.mark.parametrize("mode", ["eval", "straight_through", "relaxed"])
+@pytest.mark.parametrize(("group", "task"), [("rot90", "clip_rot90"), ("rot180", "clip_flip"),
+                                             ("hflip", "clip_hflip")])
+def test_canonicalize_is_exactly_invariant(classifier64, group, task, mode):
+    model = canonicalize(classifier64, group, "relaxed" if mode == "relaxed" else
+                         "straight_through", task)
+    model.train(mode != "eval")
+    model.backbone.eval()                       # as the protocol: CLIP's tower stays in eval
+    x = images(4, seed=3)
+    assert invariance_with_grad(model, x) <= 1e-10
+    chosen = model.select(x)[0]
+    for g in model.action.elements:             # the canonicalizer's choice moves with g⁻¹
+        expected = torch.tensor([model.action.compose(c, model.action.inverse(g))
+                                 for c in chosen.tolist()])
+        assert torch.equal(model.select(model.action.act_in(x, g))[0], expected)
+
+
+@pytest.mark.parametrize("group", ["rot90", "rot180"])
+def test_canonicalize_inverse_mistake_is_caught_by_quarter_turns(classifier64, group,
+                                                                 monkeypatch):
+    """Running the view ``g*⁻¹·x`` instead of ``g*·x`` breaks invariance under quarter turns;
+    under a half turn (its own inverse) it cannot be seen: the order-2 blind spot."""
+    model = canonicalize(classifier64, group).eval()
+    x = images(4, seed=4)
+    assert invariance_with_grad(model, x) <= 1e-10
+    act = model.action
+    monkeypatch.setattr(model, "canonical_views", lambda x, sel: act.act_in(
+        x.index_select(0, sel.example), act.inverse(sel.element)))
+    error = invariance_with_grad(model, x)
+    assert error > 1e-3 if group == "rot90" else error <= 1e-10
+
+
+def test_canonicalizer_scores_are_equivariant_on_224_pixel_images():
+    """The downscaling (4×4 block means) commutes with every rotation and mirror of a square
+    224-pixel image, so the group CNN's scores stay equivariant: h(g·x)[k] = h(x)[k·g]."""
+    pytest.importorskip("equiadapt")
+    cfg = compose_config("task=clip_rot90", "method=canonicalize", "group=d4")
+    action = image_group("d4")
+    canon = build_method(cfg.method, torch.nn.Identity(), action,
+                         optional={"in_channels": 3, "seed": 1}).canonicalizer.double()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    scores = canon(x)
+    for g in action.elements:
+        perm = [action.compose(k, g) for k in action.elements]
+        assert torch.allclose(canon(action.act_in(x, g)), scores[perm], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("gradient", ["straight_through", "relaxed"])
+@pytest.mark.parametrize(("group", "transform"), [("rot90", "rot90"), ("d4", "rot90"),
+                                                  ("hflip", "rot180")])
+def test_canonicalizer_phase_cache_gives_the_wrappers_output_and_gradient(
+        classifier64, group, transform, gradient):
+    """The phase's cached backbone outputs give ``model(t·x)`` exactly, value and the
+    canonicalizer's gradient, also when a revisited image comes with another transformation
+    and its views come from the cache."""
+    model = canonicalize(classifier64, group, gradient).train()
+    model.backbone.eval()
+    tr = image_group(transform)
+    x, index = images(4, seed=5), torch.tensor([5, 0, 7, 2])
+    cached = FrozenViewOutputs(model, tr, images=8)
+    weights = torch.randn(4, len(CLASSES), generator=torch.Generator().manual_seed(1),
+                          dtype=torch.float64)
+    params = list(model.canonicalizer.parameters())
+    for t in (torch.tensor([1, 0, 1, 1]), torch.tensor([0, 1, 1, 0])):
+        t = t % tr.order * (tr.order - 1)           # rot90: 0 or 270°; order 2: 0 or 1
+        xt = tr.act_in(x, t)
+        want, got = model(xt), cached(xt, index, t)
+        assert torch.allclose(got, want, atol=1e-10, rtol=0)
+        grad_want = torch.autograd.grad((want * weights).sum(), params)
+        grad_got = torch.autograd.grad((got * weights).sum(), params)
+        for a, b in zip(grad_got, grad_want, strict=True):
+            assert torch.allclose(a, b, atol=1e-10, rtol=0)
+    views = 4 * model.action.order if gradient == "relaxed" else 4
+    assert cached.requested == 2 * views
+    if group != "hflip":        # the transformation is in the group: the same views, reused
+        assert cached.computed == views

@@ -26,9 +26,18 @@ def run_clip(tmp_path, *overrides):
     return json.loads(report.results_path.read_text()), report
 
 
-@pytest.mark.parametrize("method", ["vanilla", "equitune", "equizero", "lambda_equitune"])
+# Canonicalization's phases at a tiny budget (its keys exist only under method=canonicalize):
+# 6 x 16 canonicalizer-phase images revisit the 64 synthetic training images.
+TINY_CANONICALIZE = ["method.prior_phase.steps=3", "method.prior_phase.batch_size=16",
+                     "method.canonicalizer_phase.steps=6",
+                     "method.canonicalizer_phase.batch_size=16"]
+
+
+@pytest.mark.parametrize("method", ["vanilla", "equitune", "equizero", "lambda_equitune",
+                                    "canonicalize"])
 def test_clip_rot90_runs_every_method(method, tmp_path):
-    res, report = run_clip(tmp_path, f"method={method}")
+    res, report = run_clip(tmp_path, f"method={method}",
+                           *(TINY_CANONICALIZE if method == "canonicalize" else []))
     assert (res["task"], res["method"], res["backbone"], res["pretrained"]) == (
         "clip_rot90", method, "tiny_clip", False)
     m = res["metrics"]
@@ -39,8 +48,17 @@ def test_clip_rot90_runs_every_method(method, tmp_path):
         assert m["zeroshot_invariance_error"] > 1e-4
     else:
         assert m["zeroshot_invariance_error"] < 1e-4 and m["finetuned_invariance_error"] < 1e-4
-    if method in ("equizero", "lambda_equitune"):
+    if method in ("equizero", "lambda_equitune", "canonicalize"):
         assert 0.0 <= m["zeroshot_upright_selected"] <= 1.0
+    if method == "canonicalize":     # upright probe images the canonicalizer leaves as they are
+        for stage in ("zeroshot", "canonicalizer_phase", "finetuned"):
+            assert 0.0 <= m[f"{stage}_upright_identity"] <= 1.0
+        assert 0.0 <= m["canonicalizer_phase_accuracy"] <= 1.0
+        assert res["curves"]["test_accuracy"][0]["value"] == m["canonicalizer_phase_accuracy"]
+        phase = res["canonicalizer_phase"]          # one selected view per image and step
+        assert phase["requested_rows"] >= 6 * 16 and phase["backbone_rows"] <= 64 * 4
+        assert res["parameters"]["added"] > 0
+        assert any("after the canonicalizer phase" in label for label, _ in report.summary)
     if method == "lambda_equitune":
         lp = res["lambda_phase"]
         assert lp["pool_images"] == 64 and lp["cached_feature_rows"] == 64 * 4
@@ -75,6 +93,9 @@ def test_paper_code_compat_switches(tmp_path):
     (["backbone=small_cnn"], "does not fit task clip_rot90"),
     (["task.head.logit_scale=-1"], "task.head.logit_scale=-1 is not valid: a finite number > 0"),
     (["task.dataset=imagenet_v2", "task.finetune.steps=5"], "has no training split"),
+    (["task.dataset=imagenet_v2", "method=canonicalize"],
+     r"has no training split: use task.finetune.steps=0 \(and method.prior_phase.steps=0 "
+     r"method.canonicalizer_phase.steps=0\)"),
     (["backbone=tiny_clip"], "use backbone.pretrained=false"),
     (["method=equizero", "method.proxy=accuracy"], "method.proxy='accuracy'"),
 ])

@@ -349,6 +349,21 @@ def test_clip_zeroshot_bars_ours_and_paper(tmp_path, capsys):
                                                              "ViT-B/16"]
 
 
+def test_clip_zeroshot_bars_add_canonicalize_where_it_has_runs(tmp_path):
+    """Canonicalization is not in the paper: its bar (zero-shot after its prior phase) is drawn
+    only when there are runs of it, after the paper's four."""
+    root = tmp_path / "runs"
+    fake_clip_run(root, "clip_rn50", "equizero", 0, 0.375)
+    fake_clip_run(root, "clip_rn50", "canonicalize", 0, 0.25)
+    ax = make_plots.clip_zeroshot_figure("cifar100")(load_runs(root)).axes[0]
+    bars = sorted((round(p.get_x() + p.get_width() / 2, 3), round(p.get_height(), 6))
+                  for p in ax.patches)
+    # RN50 group at x = 0: upright, vanilla, equitune, equizero, canonicalize, 0.16 apart.
+    assert bars == [(-0.32, 50.0), (0.16, 37.5), (0.32, 25.0)]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[-2:] == ["canonicalize (prior phase) (1 seed)", "paper"]
+
+
 def test_clip_zeroshot_bars_skip_without_our_runs_on_the_dataset(tmp_path):
     root = tmp_path / "runs"
     fake_clip_run(root, "clip_rn50", "equizero", 0, 0.5, dataset="imagenet_v2")

@@ -181,9 +181,9 @@ def load_script():
 
 
 def clip_run(root, task, backbone, method, seed, upright, zeroshot, steps=0, curve=(),
-             pretrained=True, dataset="cifar100"):
+             pretrained=True, dataset="cifar100", **extra):
     metrics = {"upright_accuracy": upright, "zeroshot_accuracy": zeroshot,
-               "zeroshot_invariance_error": 3e-7}
+               "zeroshot_invariance_error": 3e-7, **extra}
     if steps:
         metrics["finetuned_accuracy"] = curve[-1][1]
     data = {"status": "complete", "task": task, "method": method, "backbone": backbone,
@@ -206,22 +206,31 @@ def test_clip_tables_put_paper_numbers_beside_ours_and_not_run_rows(tmp_path):
     clip_run(runs, "clip_rot90", "clip_rn50", "vanilla", 0, 0.9, 0.9, pretrained=False)
     clip_run(runs, "clip_rot90", "clip_vitb16", "lambda_equitune", 0, 0.6, 0.5, steps=4000,
              curve=[(0, 0.625), (1000, 0.6875), (4000, 0.75)])
+    # canonicalize: zero-shot after its prior phase, "after phase" after its canonicalizer phase
+    clip_run(runs, "clip_rot90", "clip_rn50", "canonicalize", 0, 0.41, 0.25,
+             canonicalizer_phase_accuracy=0.375)
+    clip_run(runs, "clip_rot90", "clip_rn50", "canonicalize", 0, 0.41, 0.25, steps=4000,
+             curve=[(0, 0.375), (4000, 0.5)], canonicalizer_phase_accuracy=0.375)
     assert module.main(["--runs", str(runs), "--out", str(out)]) == 0
     lines = table_lines(out / "clip_zeroshot.md")
     assert lines[0] == ("| dataset | task | backbone | method | upright (backbone, no transform) "
                         "| upright (backbone, no transform) (paper) | zero-shot | zero-shot (paper)"
-                        " | max invariance error (zero-shot) | seeds |")
-    assert len(lines) == 1 + 48                     # 2 datasets x 2 transforms x 4 CLIPs x 3
+                        " | after phase (λ / canonicalizer) | max invariance error (zero-shot) "
+                        "| seeds |")
+    assert len(lines) == 1 + 48 + 1                 # 2 datasets x 2 transforms x 4 CLIPs x 3, ours
     # Fig. 7/8 (CIFAR100, rot90, RN50): upright 41.77 %, pretrained 24.33 %, equizero 38.87 %
     assert lines[1] == ("| cifar100 | clip_rot90 | clip_rn50 | vanilla | not run | 0.4177 | "
-                        "not run | 0.2433 | not run | 0 |")   # the pretrained=false run: excluded
+                        "not run | 0.2433 | not run | not run | 0 |")   # pretrained=false: excluded
     assert lines[3] == ("| cifar100 | clip_rot90 | clip_rn50 | equizero | 0.410 ± 0.000 | 0.4177 | "
-                        "0.350 ± 0.071 | 0.3887 | 3.0e-07 | 2 |")
+                        "0.350 ± 0.071 | 0.3887 | — | 3.0e-07 | 2 |")
+    assert lines[4] == ("| cifar100 | clip_rot90 | clip_rn50 | canonicalize | 0.410 | 0.4177 | "
+                        "0.250 | — | 0.375 | 3.0e-07 | 1 |")
     # Fig. 4c (flip-ImageNet-V2, ViT-B/16): equizero 60.67 %, upright 61.89 % (Fig. 4a)
     assert ("| imagenet_v2 | clip_flip | clip_vitb16 | equizero | not run | 0.6189 | not run | "
-            "0.6067 | not run | 0 |") in lines
+            "0.6067 | not run | not run | 0 |") in lines
     ft = table_lines(out / "clip_finetune.md")
-    assert len(ft) == 1 + 12                        # 4 CLIPs x 3 methods (Figs. 5/11)
+    assert len(ft) == 1 + 12 + 1                    # 4 CLIPs x 3 methods (Figs. 5/11), ours
+    assert ft[4].startswith("| cifar100 | clip_rot90 | clip_rn50 | canonicalize | 0.375 | — | ")
     assert ft[0].startswith("| dataset | task | backbone | method | step 0 | step 0 (paper) | "
                             "step 1000 | step 1000 (paper) | step 2000 |")
     vit = next(ln for ln in ft if "| clip_vitb16 | lambda_equitune |" in ln)
@@ -238,10 +247,10 @@ def test_latex_tables_are_booktabs_and_escaped(tmp_path):
         clip_run(runs, "clip_rot90", "clip_rn50", "equizero", seed, 0.41, z)
     assert module.main(["--runs", str(runs), "--out", str(out)]) == 0
     tex = (out / "clip_zeroshot.tex").read_text().splitlines()
-    assert tex[1] == r"\begin{tabular}{" + "l" * 10 + "}"
+    assert tex[1] == r"\begin{tabular}{" + "l" * 11 + "}"
     assert tex[2] == r"\toprule" and tex[4] == r"\midrule" and tex[-2] == r"\bottomrule"
     assert (r"cifar100 & clip\_rot90 & clip\_rn50 & equizero & 0.410 $\pm$ 0.000 & 0.4177 & "
-            r"0.350 $\pm$ 0.071 & 0.3887 & 3.0e-07 & 2 \\") in tex
+            r"0.350 $\pm$ 0.071 & 0.3887 & --- & 3.0e-07 & 2 \\") in tex
     nlg = (out / "nlg.tex").read_text()
     assert r"$\approx$0.52" in nlg and "≈" not in nlg
     assert module.latex_escape("a_b & 5% #1 {x} ~ ^ \\ λ — ×") == (

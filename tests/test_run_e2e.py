@@ -69,6 +69,9 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
      "method.lambda_phase.steps=200 needs a pretrained Q-network"),
     (["task=scan_add_jump", "task.combine=max"], "task.combine='max' is not valid"),
     (["task=clip_rot90", "task.dataset=mnist"], "task.dataset='mnist' is not valid"),
+    (["task=nlg_race_respect", "method=canonicalize"],
+     "method=canonicalize does not run on NLG tasks; it runs on the image_classification, clip, "
+     "scan, dqn tasks (digits_rot90, fmnist_rot90, cnn_cifar10_rot90, clip_*, scan_*, dqn_*)"),
     (["task=fmnist_rot90", "task.data.root=/nonexistent/fmnist"],
      "not found (looked in: /nonexistent/fmnist); fetch it with: python scripts/prefetch.py"),
     (["task=clip_rot90"], "open_clip weights RN50/openai not found"),

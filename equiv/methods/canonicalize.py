@@ -137,22 +137,33 @@ class Canonicalize(Symmetrizer):
 
     def forward(self, x: Tensor) -> Tensor:
         scores = self.scores(x)
-        training = self.training and torch.is_grad_enabled()
-        if training and self.gradient == "relaxed":
-            w = (scores / self.temperature).softmax(dim=0)                      # [G, B]
-            aligned = self.group_outputs(x)                                     # [G, B, ...]
-            return (w.view(*w.shape, *([1] * (aligned.dim() - 2))) * aligned).sum(dim=0)
+        if self.training and torch.is_grad_enabled() and self.gradient == "relaxed":
+            return self.relaxed(scores, self.group_outputs(x))
         sel = self.selection(x, scores)
-        y = batched_call(self.backbone, self.canonical_views(x, sel), self.chunk_size)
+        return self.combine(sel, batched_call(self.backbone, self.canonical_views(x, sel),
+                                              self.chunk_size))
+
+    def relaxed(self, scores: Tensor, aligned: Tensor) -> Tensor:
+        """The relaxed training output: the ``softmax(scores / temperature)``-weighted average
+        of the aligned views ``aligned`` (``[|G|, B, ...]``, ``g⁻¹·M(g·x)``)."""
+        w = (scores / self.temperature).softmax(dim=0)                          # [G, B]
+        return (w.view(*w.shape, *([1] * (aligned.dim() - 2))) * aligned).sum(dim=0)
+
+    def combine(self, sel: Selection, y: Tensor) -> Tensor:
+        """The output from the backbone's outputs ``y`` on the selected views (one row per row
+        of ``sel``): mapped back by ``g*⁻¹``, ties averaged, and in training the
+        straight-through weights. A caller that has ``y`` already (the frozen backbone's
+        outputs, cached) gets exactly what ``forward`` computes."""
+        training = self.training and torch.is_grad_enabled()
         y = self.action.act_out(y, self.action.inverse(sel.element))            # g*⁻¹·M(g*·x)
         weight = sel.weight
         if training:                        # straight-through: value unchanged, gradient of p
-            p = (scores / self.temperature).softmax(dim=0)[sel.element, sel.example]
+            p = (sel.scores / self.temperature).softmax(dim=0)[sel.element, sel.example]
             weight = weight + (p - p.detach())
         if sel.unique and not training:     # the common case: one view per example, weight 1
             return y
         weighted = weight.view(-1, *([1] * (y.dim() - 1))) * y
         if sel.unique:
             return weighted
-        out = y.new_zeros(scores.shape[1], *y.shape[1:])
+        out = y.new_zeros(sel.scores.shape[1], *y.shape[1:])
         return out.index_add(0, sel.example, weighted)

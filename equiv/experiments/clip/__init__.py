@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from equiv.config import one_of, validate_image_task, validate_method_options
+from equiv.config import one_of, phase_steps, validate_image_task, validate_method_options
 from equiv.errors import ConfigError
 from equiv.experiments.clip.resources import prefetch_command, require_dataset, require_weights
-from equiv.method_options import VECTOR_PROXIES
+from equiv.method_options import METHOD_PHASES, VECTOR_PROXIES
 
 if TYPE_CHECKING:
     from equiv.experiment import Outcome, RunContext
@@ -33,11 +33,11 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(scale, str) and scale != "clip":
         raise ConfigError(f"task.head.logit_scale={scale!r} is not valid: 'clip' or a number > 0")
     validate_method_options(method, VECTOR_PROXIES, "CLIP")
-    lambda_steps = method.lambda_phase.steps if method.name == "lambda_equitune" else 0
-    if task.dataset not in TRAIN_SPLITS and (task.finetune.steps > 0 or lambda_steps > 0):
+    if task.dataset not in TRAIN_SPLITS and (task.finetune.steps > 0 or phase_steps(method) > 0):
+        phases = " ".join(f"method.{p}.steps=0" for p in METHOD_PHASES.get(method.name, ()))
         raise ConfigError(f"task.dataset={task.dataset} has no training split: use "
-                          "task.finetune.steps=0 (and method.lambda_phase.steps=0), or a dataset "
-                          f"among {', '.join(TRAIN_SPLITS)}")
+                          f"task.finetune.steps=0{f' (and {phases})' if phases else ''}, or a "
+                          f"dataset among {', '.join(TRAIN_SPLITS)}")
     check_resources(cfg)
 
 

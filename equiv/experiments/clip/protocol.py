@@ -4,8 +4,11 @@ Protocol (paper §4; OFFICIAL_CODE.md §1 for the authors' code): every test ima
 by its own seeded random element of the task's group (the authors: one draw per batch). A
 zero-shot classifier is built from class names × prompt templates (cached on disk). Each method
 is evaluated zero-shot; λ-equitune first trains its λ-network alone on frozen image features
-computed once per training image and group element; then, if ``task.finetune.steps > 0``, the
-image tower (and λ unless frozen) is finetuned with SGD on randomly transformed training images.
+computed once per training image and group element; canonicalization learns its prior on upright
+training images before the zero-shot evaluation, then its canonicalizer phase (tower frozen,
+``equiv.experiments.clip.canonicalize``); then, if ``task.finetune.steps > 0``, the image tower
+(and λ or the canonicalizer unless frozen) is finetuned with SGD on randomly transformed training
+images.
 """
 
 from __future__ import annotations
@@ -21,15 +24,18 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from equiv.backbones.clip import ClipClassifier, cached_text_classifier, text_classifier
+from equiv.config import phase_steps
 from equiv.data.clip_prompts import prompts_hash
 from equiv.experiment import Outcome, RunContext
+from equiv.experiments.canonicalizer_phases import canonicalizer_seed
+from equiv.experiments.clip.canonicalize import canonicalizer_phase, prior_phase
 from equiv.experiments.clip.compat import AuthorsLambdaEquitune
 from equiv.experiments.clip.data import ClipData, Indexed, load_data
 from equiv.experiments.clip.resources import open_clip_cache, prefetch_command
 from equiv.groups import GroupAction, image_group
 from equiv.groups.sampling import transform_elements
-from equiv.instantiate import build
-from equiv.methods import Equizero, LambdaEquitune, Symmetrizer
+from equiv.instantiate import build, build_method
+from equiv.methods import Canonicalize, Equizero, LambdaEquitune, Symmetrizer
 from equiv.pretraining import config_hash
 from equiv.testing import equivariance_error
 from equiv.training import (
@@ -100,8 +106,9 @@ def build_backbone(cfg: DictConfig, ctx: RunContext, data_prompts: tuple[tuple[s
 
 
 def build_model(cfg: DictConfig, backbone: ClipClassifier, action: GroupAction,
-                settings: dict[str, Any]) -> Symmetrizer:
-    model = build(cfg.method, "method", backbone=backbone, action=action)
+                settings: dict[str, Any], seed: int) -> Symmetrizer:
+    model = build_method(cfg.method, backbone, action,
+                         optional={"in_channels": 3, "seed": canonicalizer_seed(seed)})
     if isinstance(model, LambdaEquitune) and settings["lambda_combine"] == "authors":
         model = AuthorsLambdaEquitune(backbone, action, model.lambda_net,
                                       normalization=model.normalization, lambda_input="features",
@@ -123,23 +130,23 @@ def evaluate(model: Any, data: Indexed, g: Tensor, transform: GroupAction, batch
     return correct / len(data)
 
 
-def probe_batch(data: Indexed, g: Tensor, transform: GroupAction, n: int) -> Tensor:
-    n = min(n, len(data))
-    x = torch.stack([data[i][0] for i in range(n)])
-    return transform.act_in(x, g[:n])
+def probe_images(data: Indexed, n: int) -> Tensor:
+    """The first ``n`` test images, upright."""
+    return torch.stack([data[i][0] for i in range(min(n, len(data)))])
 
 
 @torch.no_grad()
 def upright_selected(model: Symmetrizer, probe: Tensor, g: Tensor, transform: GroupAction,
                      device: torch.device) -> float | None:
-    """How often equizero's choice (or λ's largest weight) is ``g⁻¹``: the view that undoes the
-    test transform ``g`` (only when the model's group is the transformation group)."""
+    """How often equizero's or the canonicalizer's choice (or λ's largest weight) is ``g⁻¹``:
+    the view that undoes the test transform ``g`` (only when the model's group is the
+    transformation group)."""
     if not model.action.acts_like(transform) or len(probe) == 0:
         return None
     model.eval()
     if isinstance(model, LambdaEquitune):
         chosen = model.lambda_weights(probe.to(device)).argmax(dim=1).cpu()
-    elif isinstance(model, Equizero):
+    elif isinstance(model, (Equizero, Canonicalize)):
         chosen = model.select(probe.to(device))[0].cpu()
     else:
         return None
@@ -220,8 +227,9 @@ def endless(data: Indexed, batch_size: int, num_workers: int,
 
 def finetune(model: Symmetrizer, data: ClipData, transform: GroupAction, cfg: DictConfig,
              ctx: RunContext, settings: dict[str, Any], on_eval: Any) -> None:
-    """SGD on the image tower (and λ unless frozen); cross-entropy on the model's output
-    (logits; with the authors' ``probs`` head this is their double softmax)."""
+    """SGD on the image tower (and λ or the canonicalizer unless frozen); cross-entropy on the
+    model's output (logits; with the authors' ``probs`` head this is their double softmax),
+    plus the canonicalizer's prior term while it learns (as on the image tasks)."""
     ft, device = cfg.task.finetune, ctx.device
     assert data.train is not None
     backbone = model.backbone
@@ -231,6 +239,10 @@ def finetune(model: Symmetrizer, data: ClipData, transform: GroupAction, cfg: Di
     train_lambda = isinstance(model, LambdaEquitune) and not settings["freeze_lambda"]
     if train_lambda:
         params += list(model.lambda_net.parameters())
+    prior_weight = 0.0
+    if isinstance(model, Canonicalize) and not cfg.method.freeze_canonicalizer:
+        params += list(model.canonicalizer.parameters())
+        prior_weight = model.prior_weight
     opt = torch.optim.SGD(params, lr=ft.lr, momentum=ft.momentum, weight_decay=ft.weight_decay)
     gen = derived_generator(ctx.seed, "finetune")
     batches = endless(data.train, ft.batch_size, num_workers(cfg.task), gen)
@@ -241,7 +253,10 @@ def finetune(model: Symmetrizer, data: ClipData, transform: GroupAction, cfg: Di
         backbone.eval()             # but CLIP's BatchNorm statistics stay frozen
         if isinstance(model, LambdaEquitune) and not train_lambda:
             model.lambda_net.eval()
-        loss = F.cross_entropy(model(transform.act_in(x.to(device), g.to(device))), y.to(device))
+        x = x.to(device)
+        loss = F.cross_entropy(model(transform.act_in(x, g.to(device))), y.to(device))
+        if prior_weight:
+            loss = loss + prior_weight * model.prior_loss(x)
         check_finite(loss, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -255,8 +270,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     task, b, ev = cfg.task, cfg.backbone, cfg.task.eval
     out, device = Outcome(), ctx.device
     settings = effective_settings(cfg)
-    is_lambda = cfg.method.name == "lambda_equitune"
-    need_train = task.finetune.steps > 0 or (is_lambda and cfg.method.lambda_phase.steps > 0)
+    need_train = task.finetune.steps > 0 or phase_steps(cfg.method) > 0
     workers = num_workers(task)
 
     seed_everything(ctx.seed)          # random init (backbone.pretrained=false) is seeded
@@ -276,10 +290,11 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
                                                ev.batch_size, workers, device)
     seed_everything(ctx.seed)
     action = build(cfg.group, "group")
-    model = build_model(cfg, backbone, action, settings).to(device)
+    model = build_model(cfg, backbone, action, settings, ctx.seed).to(device)
     g_test = transform_elements(len(data.test), transform.order, settings["transform_mode"],
                                 ev.batch_size, derived_generator(ctx.seed, "test_transform"))
-    probe = probe_batch(data.test, g_test, transform, ev.invariance_probe).to(device)
+    upright_probe = probe_images(data.test, ev.invariance_probe)
+    probe = transform.act_in(upright_probe, g_test[: len(upright_probe)]).to(device)
 
     def accuracy() -> float:
         return evaluate(model, data.test, g_test, transform, ev.batch_size, workers, device)
@@ -293,6 +308,19 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         out.add_point("test_accuracy", step, acc)
         ctx.logger.log_metrics({"test_accuracy": acc}, step=step)
 
+    def upright_identity() -> float | None:
+        """Share of the probe's images, upright, that the canonicalizer leaves as they are."""
+        model.eval()
+        return model.identity_share(upright_probe.to(device)) if len(upright_probe) else None
+
+    mcfg = cfg.method
+    if isinstance(model, Canonicalize):
+        if mcfg.prior_phase.steps > 0:
+            assert data.train is not None
+            prior_phase(model, endless(data.train, mcfg.prior_phase.batch_size, workers,
+                                       derived_generator(ctx.seed, "prior_phase")),
+                        mcfg.prior_phase, device)
+        out.metrics["zeroshot_upright_identity"] = upright_identity()
     out.metrics["zeroshot_accuracy"] = accuracy()
     out.metrics["zeroshot_invariance_error"] = invariance()
     out.metrics["zeroshot_upright_selected"] = upright_selected(model, probe, g_test, transform,
@@ -303,7 +331,18 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         out.metrics["lambda_phase_accuracy"] = accuracy()
         out.metrics["lambda_phase_upright_selected"] = upright_selected(
             model, probe, g_test, transform, device)
-    first = out.metrics.get("lambda_phase_accuracy", out.metrics["zeroshot_accuracy"])
+    elif isinstance(model, Canonicalize) and mcfg.canonicalizer_phase.steps > 0:
+        assert data.train is not None
+        ph, gen = mcfg.canonicalizer_phase, derived_generator(ctx.seed, "canonicalizer_phase")
+        out.extra["canonicalizer_phase"] = canonicalizer_phase(
+            model, endless(data.train, ph.batch_size, workers, gen), transform, len(data.train),
+            ph, settings["transform_mode"], gen, device)
+        out.metrics["canonicalizer_phase_accuracy"] = accuracy()
+        out.metrics["canonicalizer_phase_upright_selected"] = upright_selected(
+            model, probe, g_test, transform, device)
+        out.metrics["canonicalizer_phase_upright_identity"] = upright_identity()
+    first = next(out.metrics[k] for k in ("lambda_phase_accuracy", "canonicalizer_phase_accuracy",
+                                          "zeroshot_accuracy") if k in out.metrics)
     out.add_point("test_accuracy", 0, first)
     if task.finetune.steps > 0:
         finetune(model, data, transform, cfg, ctx, settings, on_eval)
@@ -311,6 +350,8 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         out.metrics["finetuned_invariance_error"] = invariance()
         out.metrics["finetuned_upright_selected"] = upright_selected(model, probe, g_test,
                                                                      transform, device)
+        if isinstance(model, Canonicalize):
+            out.metrics["finetuned_upright_identity"] = upright_identity()
     total = sum(p.numel() for p in model.parameters())
     visual = sum(p.numel() for p in model.backbone.parameters())
     out.extra["parameters"] = {"image_tower": visual, "added": total - visual}
@@ -325,6 +366,9 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     if "lambda_phase_accuracy" in m:
         lines.append((f"  after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
                       "frozen)", m["lambda_phase_accuracy"]))
+    if "canonicalizer_phase_accuracy" in m:
+        lines.append((f"  after the canonicalizer phase ({cfg.method.canonicalizer_phase.steps} "
+                      "steps, backbone frozen)", m["canonicalizer_phase_accuracy"]))
     if "finetuned_accuracy" in m:
         lines.append((f"  after finetuning ({t.finetune.steps} steps)", m["finetuned_accuracy"]))
     text = [(label, f"{100 * value:.2f} %") for label, value in lines]
