@@ -32,7 +32,7 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
 @pytest.mark.parametrize(("args", "fragment"), [
     (["task=digits_rot90", "group=nonsense"],
      "unknown group 'nonsense'; valid group options: acrobot_reflect, cartpole_reflect, d4, "
-     "grid_rot90, hflip, rot180, rot90, scan_"),
+     "grid_rot90, hflip, rot180, rot45, rot90, scan_"),
     (["task.finetune.steps=-1"], "task.finetune.steps=-1 is not valid: an integer >= 0"),
     (["method=equizero", "method.proxy=accuracy"], "method.proxy='accuracy' is not valid"),
     (["task=dqn_cartpole", "task.finetune.lr=3"],
