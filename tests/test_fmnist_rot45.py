@@ -1,6 +1,7 @@
 """Task ``fmnist_rot45`` end to end on a tiny synthetic IDX folder (never the real dataset, as
 in ``tests/test_fashion_mnist.py``): every method runs and records what an interpolated group
-costs, and the upright pretraining is ``fmnist_rot90``'s (one cache key, one backbone)."""
+costs, and the upright pretraining is ``fmnist_rot90``'s (one cache key, one backbone). Also
+``scripts/rot45_errors.py`` (the README's measurements), on the same folder."""
 
 import json
 
@@ -71,3 +72,15 @@ def test_pretraining_is_fmnist_rot90s(shared):
     assert first["pretrain"]["train_seconds"] == second["pretrain"]["train_seconds"]
     assert first["metrics"]["upright_accuracy"] == second["metrics"]["upright_accuracy"]
     assert "transform_composition_error" not in first["metrics"]
+
+
+def test_rot45_errors_script_prints_its_three_tables(shared, capsys):
+    pytest.importorskip("equiadapt")
+    from scripts.rot45_errors import main
+
+    root, tmp = shared
+    assert main(["--root", str(root), "--cache-dir", str(tmp / "nothing-cached"), "--images", "4",
+                 "--train-size", "16", "--prior-steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "random weights" in out and "| float32 | " in out
+    assert "| canonicalize | " in out and "| steerable (e2cnn) | 1 | " in out
