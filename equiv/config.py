@@ -228,7 +228,7 @@ def validate(cfg: DictConfig) -> None:
                           f"{', '.join(DEVICES)} (optionally with an index, e.g. cuda:1)")
 
 
-IMAGE_GROUPS = ("rot90", "rot180", "hflip", "d4", "trivial")
+IMAGE_GROUPS = ("rot45", "rot90", "rot180", "hflip", "d4", "trivial")
 TRANSFORM_MODES = ("per_example", "per_batch")
 
 

@@ -490,7 +490,7 @@ class WordSwapGroup(Group):
 
 
 GROUPS: dict[str, type] = {   # by _target_; other suite targets: Group
-    **{f"equiv.groups.{g}": ImageGroup for g in ("rot90", "rot180", "hflip", "d4")},
+    **{f"equiv.groups.{g}": ImageGroup for g in ("rot45", "rot90", "rot180", "hflip", "d4")},
     "equiv.data.nlg.word_swap": WordSwapGroup,
 }
 

@@ -47,6 +47,21 @@ def equivariance_error(model: Model, action: GroupAction, x: Tensor,
     return worst
 
 
+@torch.no_grad()
+def composition_error(action: GroupAction, x: Tensor) -> float:
+    """Max over ``g, h`` and entries of ``|a(g, a(h, x)) − a(gh, x)|``: how far ``action`` is from
+    a group action on ``x``. Zero for the suite's pixel permutations and token maps; for turns by
+    45° (``rot45``) the error of interpolating twice, which is why no symmetrizer over them is
+    exactly invariant under the odd elements."""
+    worst = 0.0
+    for h in action.elements:
+        moved = action.act_in(x, h)
+        for g in action.elements:
+            direct = action.act_in(x, action.compose(g, h))
+            worst = max(worst, (action.act_in(moved, g) - direct).abs().max().item())
+    return worst
+
+
 def _scale(model: Model, x: Tensor) -> float:
     with torch.no_grad(), torch.random.fork_rng():      # leaves the caller's random state
         return max(1.0, model(x).abs().max().item())

@@ -188,7 +188,8 @@ IMAGE_METHODS = {"vanilla": ("tab:gray", "--"), "equitune": ("tab:orange", ":"),
                  "lambda_equitune": ("tab:blue", "-"), "equizero": ("tab:green", "-."),
                  "canonicalize": ("tab:purple", "-")}
 IMAGE_TITLES = {"digits_rot90": "Rotated digits (small CNN, C4)",
-                "fmnist_rot90": "Rotated Fashion-MNIST (ResNet-18-shaped small CNN, C4)"}
+                "fmnist_rot90": "Rotated Fashion-MNIST (ResNet-18-shaped small CNN, C4)",
+                "fmnist_rot45": "Fashion-MNIST in 45° turns (ResNet-18-shaped small CNN, C8)"}
 
 
 def image_finetune_curve(runs: list[Run]) -> Figure:
@@ -511,7 +512,7 @@ def clip_finetune_curves(runs: list[Run]) -> Figure:
 # λ-equitune's weights over the |G| views at the end of a run (``lambda_weights`` in
 # results.json), indexed relative to the upright view: the paper's illustration of λ putting its
 # weight on the view that undoes the test-time rotation.
-LAMBDA_TASKS = ("digits_rot90", "fmnist_rot90", "cnn_cifar10_rot90")
+LAMBDA_TASKS = ("digits_rot90", "fmnist_rot90", "fmnist_rot45", "cnn_cifar10_rot90")
 VIEW_LABELS = {"rot90": ("upright", "+90°", "+180°", "+270°")}
 
 

@@ -32,7 +32,7 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
 @pytest.mark.parametrize(("args", "fragment"), [
     (["task=digits_rot90", "group=nonsense"],
      "unknown group 'nonsense'; valid group options: acrobot_reflect, cartpole_reflect, d4, "
-     "grid_rot90, hflip, rot180, rot90, scan_"),
+     "grid_rot90, hflip, rot180, rot45, rot90, scan_"),
     (["task.finetune.steps=-1"], "task.finetune.steps=-1 is not valid: an integer >= 0"),
     (["method=equizero", "method.proxy=accuracy"], "method.proxy='accuracy' is not valid"),
     (["task=dqn_cartpole", "task.finetune.lr=3"],
@@ -45,6 +45,9 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
     (["backbone=nope"], "unknown backbone 'nope'; valid backbone options: clip_rn101"),
     (["logger=nope"], "unknown logger 'nope'; valid logger options: none, wandb"),
     (["task=scan_add_jump", "group=rot90"], "group=rot90 does not fit task scan_add_jump"),
+    (["task=fmnist_rot45", "group=d4"],
+     "group=d4 does not fit task fmnist_rot45; valid groups: rot45, rot90, rot180, trivial"),
+    (["task=fmnist_rot90", "group=rot45"], "group=rot45 does not fit task fmnist_rot90"),
     (["task=dqn_cartpole", "group=grid_rot90"], "group=grid_rot90 does not fit task dqn_cartpole"),
     (["task=nlg_race_respect", "group=word_swap_gender"],
      "group=word_swap_gender does not fit task nlg_race_respect"),

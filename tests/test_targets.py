@@ -71,7 +71,7 @@ def test_every_group_config_builds(option):
         assert isinstance(built, WordSwap) and built.words
     else:
         assert isinstance(built, GroupAction)
-        assert built.order == {"trivial": 1, "d4": 8, "rot90": 4, "grid_rot90": 4,
+        assert built.order == {"trivial": 1, "d4": 8, "rot45": 8, "rot90": 4, "grid_rot90": 4,
                                "scan_verb4": 4}.get(option, 2)
 
 

@@ -21,6 +21,7 @@ from equiv.groups.permutation import (
     permutation_from_cycles,
     power_table,
 )
+from equiv.groups.rotations import GridRotation
 
 __all__ = [
     "CayleyTable",
@@ -32,25 +33,32 @@ __all__ = [
     "hflip",
     "image_group",
     "permutation",
+    "rot45",
     "rot90",
     "rot180",
+    "rotations",
     "trivial",
 ]
 
 IMAGE_OUTPUTS = ("invariant", "image")
+# Image groups of interpolated rotations, by name: the number of elements.
+ROTATION_GROUPS = {"rot45": 8}
 
 
 def image_group(name: str, output: str = "invariant") -> GroupAction:
-    """The subgroup of D4 called ``name`` (``rot90``, ``rot180``, ``hflip``, ``d4``, or
-    ``trivial``: a task's ``task.transform``) acting on images ``[..., H, W]``.
+    """The subgroup of D4 called ``name`` (``rot90``, ``rot180``, ``hflip``, ``d4``), ``rot45``
+    or ``trivial`` (a task's ``task.transform``) acting on images ``[..., H, W]``.
     ``output='invariant'``: class scores (trivial action); ``'image'``: dense outputs
     ``[B, C, H, W]`` transformed like the input."""
     if output not in IMAGE_OUTPUTS:
         raise ValueError(f"output must be one of {IMAGE_OUTPUTS}, got {output!r}")
     if name == "trivial":
         return trivial()
+    if name in ROTATION_GROUPS:
+        return rotations(ROTATION_GROUPS[name], output, name)
     if name not in IMAGE_ELEMENTS:
-        raise ValueError(f"unknown image group {name!r}; valid: {', '.join(IMAGE_ELEMENTS)}")
+        valid = [*IMAGE_ELEMENTS, *ROTATION_GROUPS]
+        raise ValueError(f"unknown image group {name!r}; valid: {', '.join(valid)}")
     elements = IMAGE_ELEMENTS[name]
     rep_in = PixelPermutation(elements)
     rep_out = rep_in if output == "image" else TrivialRepresentation()
@@ -75,6 +83,22 @@ def hflip(output: str = "invariant") -> GroupAction:
 def d4(output: str = "invariant") -> GroupAction:
     """Order 8: rotations and mirrors."""
     return image_group("d4", output)
+
+
+def rotations(n: int, output: str = "invariant", name: str | None = None) -> GroupAction:
+    """C_n: turns by multiples of ``360°/n`` (``n`` divisible by 4), the quarter turns exact and
+    the others interpolated, every view masked to the inscribed disc; only approximately a group
+    action (``equiv.groups.rotations``)."""
+    if output not in IMAGE_OUTPUTS:
+        raise ValueError(f"output must be one of {IMAGE_OUTPUTS}, got {output!r}")
+    rep_in = GridRotation(n)
+    rep_out = rep_in if output == "image" else TrivialRepresentation()
+    return GroupAction(name or f"rotations{n}", cyclic_table(n), rep_in, rep_out)
+
+
+def rot45(output: str = "invariant") -> GroupAction:
+    """C8: turns by multiples of 45° (the odd ones interpolated; see ``rotations``)."""
+    return rotations(8, output, "rot45")
 
 
 def permutation(in_cycles: Sequence[Sequence[int]], in_size: int,

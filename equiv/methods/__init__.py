@@ -8,6 +8,7 @@ from equiv.methods.canonicalize import Canonicalize
 from equiv.methods.canonicalizers import (
     GroupConvCanonicalizer,
     ImageViewScorer,
+    SteerableCanonicalizer,
     TokenViewScorer,
     VectorViewScorer,
     ViewScorer,
@@ -24,6 +25,7 @@ __all__ = [
     "ImageViewScorer",
     "LambdaEquitune",
     "LambdaNet",
+    "SteerableCanonicalizer",
     "Symmetrizer",
     "TokenViewScorer",
     "Vanilla",

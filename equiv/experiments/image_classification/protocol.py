@@ -37,11 +37,12 @@ from equiv.experiments.canonicalizer_phases import canonicalizer_seed, train_can
 from equiv.experiments.image_classification import IMAGENET_BACKBONES, fetch_command
 from equiv.experiments.image_classification.resources import TORCHVISION_WEIGHTS, require_weights
 from equiv.groups import GroupAction, image_group
+from equiv.groups.rotations import exact_elements
 from equiv.groups.sampling import transform_elements
 from equiv.instantiate import build, build_method
 from equiv.methods import Canonicalize, LambdaEquitune, Symmetrizer
 from equiv.pretraining import backbone_key, cached_pretrain
-from equiv.testing import equivariance_error
+from equiv.testing import composition_error, equivariance_error
 from equiv.train_state import PROGRESS_FILE, TrainState
 from equiv.training import (
     IndexBatches,
@@ -257,11 +258,14 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
     test = TestSet(cfg, model, action, transform, split, ctx, out)
 
     m = out.metrics
+    if exact_elements(transform) is not None:      # interpolated test rotations (rot45)
+        approximate_transform_metrics(m, backbone, transform, split, ev, device)
     if isinstance(model, Canonicalize):
         canonicalizer_prior_phase(model, split, cfg, ctx)
         m["zeroshot_upright_identity"] = test.upright_identity(split.x_test)
     zeroshot = m["zeroshot_accuracy"] = test.accuracy()
     m["zeroshot_invariance_error"] = test.invariance_error()
+    test.exact_invariance_error("zeroshot")
     m["zeroshot_upright_selected"] = test.upright_selected()
     step_offset = 0
     if isinstance(model, LambdaEquitune) and mcfg.lambda_phase.steps > 0:
@@ -283,6 +287,7 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         trained = finetune(cfg, model, split, transform, settings, ctx, test, step_offset)
         m["finetuned_accuracy"] = out.curves["test_accuracy"][-1]["value"]
         m["finetuned_invariance_error"] = test.invariance_error()
+        test.exact_invariance_error("finetuned")
         m["finetuned_upright_selected"] = test.upright_selected()
         if isinstance(model, Canonicalize):
             m["finetuned_upright_identity"] = test.upright_identity(split.x_test)
@@ -327,10 +332,18 @@ class TestSet:
         acc = accuracy(self.model, self.x, self.y, self.batch_size, self.ctx.device)
         return acc if curve is None else self.record(curve, step, acc)
 
-    def invariance_error(self) -> float:
+    def invariance_error(self, elements: tuple[int, ...] | None = None) -> float:
         self.model.eval()
-        return equivariance_error(self.model, self.action, self.probe,
+        return equivariance_error(self.model, self.action, self.probe, elements,
                                   invariant=self.action.invariant_output)
+
+    def exact_invariance_error(self, stage: str) -> None:
+        """For a group that is only approximately one (rot45), also the error over the elements
+        it acts exactly by (the quarter turns): rounding only, where the error over all of them
+        includes the interpolation's."""
+        exact = exact_elements(self.action)
+        if exact is not None:
+            self.out.metrics[f"{stage}_invariance_error_exact"] = self.invariance_error(exact)
 
     def upright_selected(self) -> float | None:
         n = self.n_select
@@ -485,6 +498,19 @@ def canonicalizer_task_phase(model: Canonicalize, split: ImageSplit, transform: 
                         task_loss=task_loss)
 
 
+def approximate_transform_metrics(m: dict[str, Any], backbone: nn.Module, transform: GroupAction,
+                                  split: ImageSplit, ev: DictConfig,
+                                  device: torch.device) -> None:
+    """What an interpolated transformation group (rot45) does to the data itself: how far it is
+    from a group action on the probe's upright test images (``composition_error``), and the
+    pretrained backbone's accuracy on the upright test images masked as every view is (its
+    identity element), beside ``upright_accuracy`` on the images as they are."""
+    upright = split.x_test[: ev.invariance_probe].to(device)
+    m["transform_composition_error"] = composition_error(transform, upright)
+    m["upright_masked_accuracy"] = accuracy(backbone, transform.act_in(split.x_test, 0),
+                                            split.y_test, ev.batch_size, device)
+
+
 def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     m = out.metrics
     lines = [] if m["upright_accuracy"] is None else [
@@ -503,4 +529,8 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     err = m.get("finetuned_invariance_error", m["zeroshot_invariance_error"])
     lines = [(label, f"{value:.4f}") for label, value in lines]
     lines.append((f"max |F(g·x) − F(x)| over {cfg.group.name} (invariance error)", f"{err:.2e}"))
+    exact = m.get("finetuned_invariance_error_exact", m.get("zeroshot_invariance_error_exact"))
+    if exact is not None:
+        lines.append(("  over its quarter turns only (exact; the rest interpolate)",
+                      f"{exact:.2e}"))
     return lines
