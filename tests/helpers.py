@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -69,3 +70,16 @@ def talkative_seq2seq(model, action):
         model.out.bias[table[1] != table[0]] += 3.0
         model.out.weight.mul_(4.0)
     return model
+
+
+class DenseImageModel(torch.nn.Module):
+    """Not equivariant: a convolution plus a learned per-pixel bias, ``[B, channels, side,
+    side] -> [B, 3, side, side]`` (the dense backbone of the equivariance tests)."""
+
+    def __init__(self, channels: int, side: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, 3, 3, padding=1)
+        self.bias = torch.nn.Parameter(torch.randn(3, side, side))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv(x) + self.bias)

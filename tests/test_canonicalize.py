@@ -7,6 +7,8 @@ the ones being checked. Non-involutive groups with outputs the group acts on (ro
 ``test_inverse_mistake_is_caught`` shows.
 """
 
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
@@ -23,6 +25,7 @@ from equiv.methods import (
     VectorViewScorer,
 )
 from equiv.testing import assert_equivariant
+from tests.helpers import DenseImageModel
 
 C, S, K, L = 2, 7, 4, 5          # channels, image side, classes, command length
 IN_WORDS = ["jump", "run", "walk", "look", "left", "right", "twice", "and"]
@@ -46,14 +49,7 @@ class ImageClassifier(nn.Module):
         return self.fc(self.body(x))
 
 
-class ImageToImage(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(C, 3, 3, padding=1)
-        self.bias = nn.Parameter(torch.randn(3, S, S))
-
-    def forward(self, x):
-        return torch.tanh(self.conv(x) + self.bias)
+ImageToImage = partial(DenseImageModel, C, S)
 
 
 class CommandModel(nn.Module):

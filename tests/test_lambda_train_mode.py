@@ -16,6 +16,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from equiv.groups import GroupAction, image_group, rot90
 from equiv.methods import LambdaEquitune, LambdaNet
 from equiv.methods.dropout import GroupDropout, shared_masks
-from tests.helpers import method_from_config, talkative_seq2seq
+from tests.helpers import DenseImageModel, method_from_config, talkative_seq2seq
 
 EXACT = 1e-10
 BROKEN = 1e-3
@@ -151,16 +152,7 @@ class ImageClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-class ImageToImage(nn.Module):
-    """Not equivariant: a convolution plus a learned per-pixel bias."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(C, 3, 3, padding=1)
-        self.bias = nn.Parameter(torch.randn(3, S, S))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.tanh(self.conv(x) + self.bias)
+ImageToImage = partial(DenseImageModel, C, S)
 
 
 @DROPOUT

@@ -4,6 +4,8 @@ Non-involutive groups (C4 and D4 with image outputs, a 3-cycle of tokens) are in
 using ``g`` where ``g⁻¹`` belongs fails; ``test_inverse_mistake_is_caught`` proves that it does.
 """
 
+from functools import partial
+
 import pytest
 import torch
 from hypothesis import given
@@ -13,6 +15,7 @@ from torch import nn
 from equiv.groups import d4, hflip, image_group, permutation, rot90, rot180, trivial
 from equiv.methods import Equitune, Equizero, LambdaEquitune, LambdaNet, Vanilla
 from equiv.testing import assert_equivariant, assert_invariant, equivariance_error
+from tests.helpers import DenseImageModel
 
 C, S, K, V, L = 2, 5, 4, 6, 4      # channels, image side, classes, vocabulary, sequence length
 
@@ -38,16 +41,7 @@ class ImageClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-class ImageToImage(nn.Module):
-    """Non-equivariant dense model: a convolution plus a learned per-pixel bias."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(C, 3, 3, padding=1)
-        self.bias = nn.Parameter(torch.randn(3, S, S))
-
-    def forward(self, x):
-        return torch.tanh(self.conv(x) + self.bias)
+ImageToImage = partial(DenseImageModel, C, S)
 
 
 class TokenModel(nn.Module):
