@@ -6,8 +6,9 @@ Each log line is one ``run.py`` process, timed by ``/usr/bin/time -f "%e %U %S"`
 ``<end ISO time> rc=<code> <wall s> <user s> <sys s> <run.py arguments>``. Runs are grouped into
 tables by their ``task=`` prefix. CPU time (user + sys) is what a run costs whatever else the
 machine does; wall time under load is longer. ``CPU / 2`` is the two-queue wall time on a quiet
-2-core machine if the queues stay busy (a lower bound on it); ``elapsed`` is what the queues
-took here, from the first run's start to the last run's end.
+2-core machine if the queues stay busy (a lower bound on it); ``busy`` is what the queues
+took here: the time during which at least one run of the table was going, so a pause between
+sessions (queue stopped, resumed from the same job list) does not count.
 """
 
 from __future__ import annotations
@@ -45,19 +46,28 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:,.1f}"
 
 
+def busy_seconds(runs: list[Run]) -> float:
+    """Length of the union of the runs' [start, end] intervals."""
+    total, reached = 0.0, None
+    for start, end in sorted((r.end - timedelta(seconds=r.wall), r.end) for r in runs):
+        if reached is None or start > reached:
+            total, reached = total + (end - start).total_seconds(), end
+        elif end > reached:
+            total, reached = total + (end - reached).total_seconds(), end
+    return total
+
+
 def report(runs: list[Run]) -> str:
     by_table: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_table[table_of(run)].append(run)
     lines = ["| table | runs | failed | CPU-min (user + sys) | process wall-min | CPU / 2 (min) "
-             "| elapsed here (min) |", "|---|---|---|---|---|---|---|"]
+             "| busy here (min) |", "|---|---|---|---|---|---|---|"]
     for name, group in [*by_table.items(), ("all", runs)]:
-        start = min(r.end - timedelta(seconds=r.wall) for r in group)
-        elapsed = (max(r.end for r in group) - start).total_seconds()
         cpu = sum(r.cpu for r in group)
         lines.append(f"| {name} | {len(group)} | {sum(r.rc != 0 for r in group)} | {minutes(cpu)} "
                      f"| {minutes(sum(r.wall for r in group))} | {minutes(cpu / 2)} "
-                     f"| {minutes(elapsed)} |")
+                     f"| {minutes(busy_seconds(group))} |")
     return "\n".join(lines) + "\n"
 
 
