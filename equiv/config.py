@@ -183,7 +183,7 @@ def validate_canonicalize(method: DictConfig, family: str) -> None:
     if family.lower() not in CANONICALIZE_FAMILIES or method.get("canonicalizer") is None:
         raise ConfigError(f"method=canonicalize does not run on {family} tasks; it runs on the "
                           f"{', '.join(CANONICALIZE_FAMILIES)} tasks (digits_rot90, "
-                          "fmnist_rot90, cnn_cifar10_rot90, clip_*, scan_*, dqn_*)")
+                          "fmnist_rot90, fmnist_rot45, cnn_cifar10_rot90, clip_*, scan_*, dqn_*)")
     one_of(method.gradient, CANONICALIZE_GRADIENTS, "method.gradient")
 
 

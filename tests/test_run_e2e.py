@@ -74,7 +74,8 @@ def run_py_cpu(*args, cwd) -> tuple[subprocess.CompletedProcess, float]:
     (["task=clip_rot90", "task.dataset=mnist"], "task.dataset='mnist' is not valid"),
     (["task=nlg_race_respect", "method=canonicalize"],
      "method=canonicalize does not run on NLG tasks; it runs on the image_classification, clip, "
-     "scan, dqn tasks (digits_rot90, fmnist_rot90, cnn_cifar10_rot90, clip_*, scan_*, dqn_*)"),
+     "scan, dqn tasks (digits_rot90, fmnist_rot90, fmnist_rot45, cnn_cifar10_rot90, clip_*, "
+     "scan_*, dqn_*)"),
     (["task=fmnist_rot90", "task.data.root=/nonexistent/fmnist"],
      "not found (looked in: /nonexistent/fmnist); fetch it with: python scripts/prefetch.py"),
     (["task=clip_rot90"], "open_clip weights RN50/openai not found"),
