@@ -23,7 +23,8 @@ from equiv.errors import ConfigError
 # Per node kind, the keys the protocols consume and no constructor takes.
 SUITE_KEYS: dict[str, frozenset[str]] = {
     "method": frozenset({"name", "freeze_lambda", "lambda_phase", "canonicalizer",
-                         "freeze_canonicalizer", "prior_phase", "canonicalizer_phase"}),
+                         "freeze_canonicalizer", "canonicalizer_lr", "prior_phase",
+                         "canonicalizer_phase"}),
     "backbone": frozenset({"name", "pretrained", "checkpoint", "kind"}),
     "group": frozenset({"name", "demographics"}),
     "canonicalizer": frozenset(),

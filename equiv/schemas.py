@@ -358,6 +358,7 @@ class Canonicalize(Method):
     tie_tolerance: NonNegativeFloat                      # relative; 0 = exact ties only
     prior_weight: NonNegativeFloat                       # 0 = no prior term
     freeze_canonicalizer: bool
+    canonicalizer_lr: Annotated[float | None, Positive]  # finetuning; null = the task's lr
     prior_phase: Phase
     canonicalizer_phase: Phase
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -15,6 +15,16 @@ from tqdm.auto import tqdm
 from equiv.errors import NonFiniteLossError
 
 T = TypeVar("T")
+
+
+def with_own_lr(params: list[nn.Parameter], own: list[nn.Parameter],
+                lr: float | None) -> list[nn.Parameter] | list[dict[str, Any]]:
+    """``params`` and ``own`` for one optimizer: a plain list when ``lr`` is None (the
+    optimizer's lr for all), else two parameter groups with ``own`` at ``lr`` (e.g. a
+    canonicalizer beside a backbone finetuned at CLIP's 5e-6, where it would barely move)."""
+    if lr is None:
+        return params + own
+    return [{"params": params}, {"params": own, "lr": lr}]
 
 
 def seed_everything(seed: int) -> torch.Generator:

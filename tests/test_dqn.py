@@ -409,6 +409,21 @@ def test_mode_dependent_wrapper_and_param_subset() -> None:
         train_dqn(stub, Corridor, cfg, seed=1, params=corridor_net().parameters())
 
 
+
+def test_parameter_groups_train_at_their_own_lr() -> None:
+    """``params`` may be torch parameter groups (a canonicalizer at its own lr): a group at lr 0
+    does not move, the other group trains at the config's lr."""
+    net = corridor_net()
+    hidden, head = list(net.body.parameters()), list(net.q.parameters())
+    before = weights(net)
+    cfg = DQNConfig(total_steps=120, buffer_size=200, batch_size=8, learning_starts=30,
+                    train_frequency=2, target_update_period=20, eval_every=60, eval_episodes=2)
+    train_dqn(net, Corridor, cfg, seed=1, params=[{"params": hidden, "lr": 0.0},
+                                                  {"params": head}])
+    after = weights(net)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"q.weight", "q.bias"}
+
 class _ModeProbe(nn.Module):
     """Records its ``training`` flag at every forward (an identity otherwise)."""
 

@@ -52,6 +52,8 @@ from equiv.rl.replay import ReplayBuffer, Transitions
 from equiv.train_state import TrainState
 from equiv.training import check_finite
 
+ParamsOrGroups = Iterable[nn.Parameter] | Sequence[Mapping[str, Any]]
+
 EnvFactory = Callable[[], gym.Env]
 QFunction = Callable[[Tensor], Tensor]
 EvalCallback = Callable[[int, float, list[float]], None]
@@ -231,27 +233,37 @@ def _reset_seeds(seed: int, segment: int, num_envs: int) -> list[int]:
     return [int(s) for s in state]
 
 
-def _select_params(q_net: nn.Module, params: Iterable[nn.Parameter] | None) -> list[nn.Parameter]:
+def _param_groups(q_net: nn.Module, params: ParamsOrGroups | None) -> list[dict[str, Any]]:
+    """``params`` as optimizer parameter groups, checked: parameters of ``q_net`` that require
+    grad, each once (``None``: all of ``q_net``'s that require grad, one group)."""
+    if params is None:
+        groups = [{"params": [p for p in q_net.parameters() if p.requires_grad]}]
+    else:
+        given = list(params)
+        groups = ([dict(g) for g in given] if given and isinstance(given[0], Mapping)
+                  else [{"params": given}])
     own = {id(p) for p in q_net.parameters()}
-    chosen: list[nn.Parameter] = []
     seen: set[int] = set()
-    for p in (q_net.parameters() if params is None else params):
-        if params is None and not p.requires_grad:
-            continue
-        if id(p) not in own:
-            raise ValueError("params must be parameters of q_net (the target net copies q_net)")
-        if not p.requires_grad:
-            raise ValueError("every parameter in params must require grad")
-        if id(p) not in seen:
-            seen.add(id(p))
-            chosen.append(p)
-    if not chosen:
+    for group in groups:
+        kept = []
+        for p in group["params"]:
+            if id(p) not in own:
+                raise ValueError("params must be parameters of q_net (the target net copies "
+                                 "q_net)")
+            if not p.requires_grad:
+                raise ValueError("every parameter in params must require grad")
+            if id(p) not in seen:
+                seen.add(id(p))
+                kept.append(p)
+        group["params"] = kept
+    groups = [g for g in groups if g["params"]]
+    if not groups:
         raise ValueError("no trainable parameters")
-    return chosen
+    return groups
 
 
 def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int, *,
-              params: Iterable[nn.Parameter] | None = None,
+              params: ParamsOrGroups | None = None,
               eval_modules: Sequence[nn.Module] = (),
               on_eval: EvalCallback | None = None,
               on_checkpoint: CheckpointCallback | None = None,
@@ -259,7 +271,8 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
     """Train ``q_net`` in place with ε-greedy DQN on ``cfg.num_envs`` copies of ``make_env()``.
 
     ``params``: the parameters to train (default: all of ``q_net``'s that require grad), e.g. a
-    backbone without its λ-network; the others stay fixed (and get no ``.grad``).
+    backbone without its λ-network; the others stay fixed (and get no ``.grad``). Parameter
+    groups (dicts with ``params`` and e.g. their own ``lr``) work as in ``torch.optim``.
     ``eval_modules``: submodules of ``q_net`` that stay in eval mode in the TD loss too (e.g. a
     λ-network's dropout, which would make the regressed Q differ from the Q that acts and
     bootstraps).
@@ -297,7 +310,8 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
         raise ValueError("eval_modules must be submodules of q_net")
     modes = _Modes(q_net, eval_modules)
     device = _device_of(q_net)
-    trained = _select_params(q_net, params)
+    groups = _param_groups(q_net, params)
+    trained = [p for group in groups for p in group["params"]]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
 
@@ -311,7 +325,7 @@ def train_dqn(q_net: nn.Module, make_env: EnvFactory, cfg: DQNConfig, seed: int,
                             f"{envs.single_observation_space}")
         target = copy.deepcopy(q_net).eval().requires_grad_(False)
         buffer = ReplayBuffer(cfg.buffer_size, obs_shape, device)
-        optimizer = torch.optim.Adam(trained, lr=cfg.lr)
+        optimizer = torch.optim.Adam(groups, lr=cfg.lr)
 
         state = TrainState({"online": q_net, "target": target, "optimizer": optimizer,
                             "buffer": buffer, "generator": gen}, _new_progress(cfg, seed))

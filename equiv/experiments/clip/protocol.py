@@ -44,6 +44,7 @@ from equiv.training import (
     derived_generator,
     progress,
     seed_everything,
+    with_own_lr,
 )
 
 AUTHORS = {"logit_scale": 1.0, "output": "probs", "transform_mode": "per_batch",
@@ -239,11 +240,12 @@ def finetune(model: Symmetrizer, data: ClipData, transform: GroupAction, cfg: Di
     train_lambda = isinstance(model, LambdaEquitune) and not settings["freeze_lambda"]
     if train_lambda:
         params += list(model.lambda_net.parameters())
-    prior_weight = 0.0
+    prior_weight, canonicalizer = 0.0, []
     if isinstance(model, Canonicalize) and not cfg.method.freeze_canonicalizer:
-        params += list(model.canonicalizer.parameters())
+        canonicalizer = list(model.canonicalizer.parameters())
         prior_weight = model.prior_weight
-    opt = torch.optim.SGD(params, lr=ft.lr, momentum=ft.momentum, weight_decay=ft.weight_decay)
+    opt = torch.optim.SGD(with_own_lr(params, canonicalizer, cfg.method.get("canonicalizer_lr")),
+                          lr=ft.lr, momentum=ft.momentum, weight_decay=ft.weight_decay)
     gen = derived_generator(ctx.seed, "finetune")
     batches = endless(data.train, ft.batch_size, num_workers(cfg.task), gen)
     for step in progress(range(1, ft.steps + 1), total=ft.steps, desc="finetune"):

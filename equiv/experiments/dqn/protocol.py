@@ -54,7 +54,7 @@ from equiv.methods.lambda_equitune import LambdaEquitune
 from equiv.pretraining import backbone_key, cached_pretrain, config_hash
 from equiv.rl import DQNConfig, collect_transitions, evaluate, td_loss, train_dqn
 from equiv.train_state import PROGRESS_FILE, TrainState, read_progress
-from equiv.training import check_finite, derived_generator
+from equiv.training import check_finite, derived_generator, with_own_lr
 
 
 def _plain(node: Any) -> Any:
@@ -137,9 +137,13 @@ def run(cfg: DictConfig, ctx: RunContext) -> Outcome:
         if cfg.method.canonicalizer_phase.steps > 0:
             phases.task(out)
             m["return_canonicalizer_phase"], _ = evaluate(model, env_fn, dqn.eval_seeds())
+        canonicalizer = list(model.canonicalizer.parameters())
+        ids = {id(p) for p in canonicalizer}
+        others = [p for p in model.parameters() if id(p) not in ids]
         if cfg.method.freeze_canonicalizer:
-            frozen = {id(p) for p in model.canonicalizer.parameters()}
-            params = [p for p in model.parameters() if id(p) not in frozen]
+            params = others
+        elif cfg.method.canonicalizer_lr is not None:
+            params = with_own_lr(others, canonicalizer, cfg.method.canonicalizer_lr)
     # The return curve starts where finetuning starts (after the λ or canonicalizer phase).
     out.add_point("return", 0, m.get("return_lambda_phase", m.get("return_canonicalizer_phase",
                                                                    m["return_zero_shot"])))

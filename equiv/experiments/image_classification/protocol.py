@@ -50,6 +50,7 @@ from equiv.training import (
     derived_generator,
     seed_everything,
     train_steps,
+    with_own_lr,
 )
 
 # Bump when the image pretraining changes what it produces (2: the model is built after seeding
@@ -375,16 +376,17 @@ def finetune(cfg: DictConfig, model: Symmetrizer, split: ImageSplit, transform: 
         else head_parameters(model.backbone)
     if isinstance(model, LambdaEquitune) and not cfg.method.freeze_lambda:
         params += list(model.lambda_net.parameters())
-    prior_weight = 0.0
+    prior_weight, canonicalizer = 0.0, []
     if isinstance(model, Canonicalize):
         prior_weight = model.prior_weight          # the prior stays in the loss (Mondal et al.)
         if not cfg.method.freeze_canonicalizer:
-            params += list(model.canonicalizer.parameters())
+            canonicalizer = list(model.canonicalizer.parameters())
     for p in model.backbone.parameters():
         p.requires_grad_(train_backbone)
-    for p in params:
+    for p in params + canonicalizer:
         p.requires_grad_(True)
-    optimizer = make_optimizer(ft)(params)
+    optimizer = make_optimizer(ft)(
+        with_own_lr(params, canonicalizer, cfg.method.get("canonicalizer_lr")))
     gen = derived_generator(ctx.seed, "finetune")
     batches = IndexBatches(len(split.x_train), ft.batch_size, gen)
     checkpoint_every = ft.get("checkpoint_every") or ft.eval_every

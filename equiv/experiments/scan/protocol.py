@@ -51,7 +51,13 @@ from equiv.methods.sequence import (
 )
 from equiv.pretraining import backbone_key, cached_pretrain
 from equiv.train_state import PROGRESS_FILE, TrainState
-from equiv.training import check_finite, derived_generator, progress, seed_everything
+from equiv.training import (
+    check_finite,
+    derived_generator,
+    progress,
+    seed_everything,
+    with_own_lr,
+)
 
 
 def _plain(node: Any) -> Any:
@@ -275,14 +281,16 @@ def finetune(cfg: DictConfig, wrapper: SymmetrizedSeq2Seq, data: ScanData, ctx: 
     params = list(wrapper.model.parameters())
     if wrapper.lambda_net is not None and not cfg.method.freeze_lambda:
         params += list(wrapper.lambda_net.parameters())
-    prior_weight = 0.0
+    prior_weight, canonicalizer = 0.0, []
     if isinstance(wrapper, CanonicalizeSeq2Seq):
         if cfg.method.freeze_canonicalizer:
             wrapper.canonicalizer.requires_grad_(False)
         else:
-            params += list(wrapper.canonicalizer.parameters())
+            canonicalizer = list(wrapper.canonicalizer.parameters())
             prior_weight = wrapper.prior_weight
-    optimizer = torch.optim.Adam(params, lr=ft.lr, weight_decay=ft.weight_decay)
+    optimizer = torch.optim.Adam(
+        with_own_lr(params, canonicalizer, cfg.method.get("canonicalizer_lr")),
+        lr=ft.lr, weight_decay=ft.weight_decay)
     gen = derived_generator(ctx.seed, "finetune")
     val0, test0 = out.curves["val_acc"][-1]["value"], out.curves["test_acc"][-1]["value"]
     state = TrainState({"model": wrapper, "optimizer": optimizer, "generator": gen},
