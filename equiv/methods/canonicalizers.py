@@ -237,7 +237,37 @@ def equiadapt_element(j: int, group_type: str, rotations: int) -> tuple[int, int
     return (-(j - rotations) * turns) % 4, 1
 
 
-class GroupConvCanonicalizer(nn.Module):
+class _GroupCNNCanonicalizer(nn.Module):
+    """What the group-CNN canonicalizers share: optional average pooling first (the side must be
+    divisible by ``pool``, so pooling commutes with the group), then the network's one
+    activation per group element, reordered by ``columns`` into the suite's element order."""
+
+    action: GroupAction
+    pool: int
+    columns: Tensor
+
+    @property
+    def order(self) -> int:
+        return self.action.order
+
+    def activations(self, x: Tensor) -> Tensor:
+        """``[B, |G|]`` in the network's element order."""
+        raise NotImplementedError
+
+    def prepared(self, x: Tensor) -> Tensor:
+        """The input before pooling (the steerable network masks it to the disc)."""
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.prepared(x)
+        if self.pool > 1:
+            if x.shape[-1] % self.pool or x.shape[-2] % self.pool:
+                raise ValueError(f"pool={self.pool} must divide the image side {x.shape[-1]}")
+            x = nn.functional.avg_pool2d(x, self.pool)
+        return self.activations(x).index_select(1, self.columns).T     # [|G|, B], suite order
+
+
+class GroupConvCanonicalizer(_GroupCNNCanonicalizer):
     """equiadapt's group-equivariant CNN as a canonicalizer for rot90, rot180, hflip and d4.
 
     Architecture as equiadapt's ``CustomEquivariantNetwork``: a lifting convolution
@@ -275,17 +305,8 @@ class GroupConvCanonicalizer(nn.Module):
         self.register_buffer("columns", torch.tensor([position[_inverse(e)] for e in key]),
                              persistent=False)
 
-    @property
-    def order(self) -> int:
-        return self.action.order
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.pool > 1:
-            if x.shape[-1] % self.pool or x.shape[-2] % self.pool:
-                raise ValueError(f"pool={self.pool} must divide the image side {x.shape[-1]}")
-            x = nn.functional.avg_pool2d(x, self.pool)
-        activations = self.net(x).mean(dim=(1, 3, 4))              # [B, |G|], equiadapt order
-        return activations.index_select(1, self.columns).T         # [|G|, B], suite order
+    def activations(self, x: Tensor) -> Tensor:
+        return self.net(x).mean(dim=(1, 3, 4))                      # equiadapt's order
 
 
 # --- e2cnn's steerable CNN, for the interpolated rotations --------------------------------------
@@ -320,7 +341,7 @@ def _steerable_conv() -> type[nn.Module]:
 STEERABLE_PIXEL_GROUPS = (((0, 0), (1, 0), (2, 0), (3, 0)), ((0, 0), (2, 0)))
 
 
-class SteerableCanonicalizer(nn.Module):
+class SteerableCanonicalizer(_GroupCNNCanonicalizer):
     """A C_n-steerable CNN (``e2cnn``) as the canonicalizer of the interpolated rotations
     (``equiv.groups.rotations``, e.g. ``rot45``; also rot90 and rot180, so that the subgroups
     run on the same task), laid out as :class:`GroupConvCanonicalizer`:
@@ -371,18 +392,10 @@ class SteerableCanonicalizer(nn.Module):
                                                       for k in range(action.order)]),
                              persistent=False)
 
-    @property
-    def order(self) -> int:
-        return self.action.order
+    def prepared(self, x: Tensor) -> Tensor:
+        return x if self.grid is None else self.grid.mask(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.grid is not None:
-            x = self.grid.mask(x)
-        if self.pool > 1:
-            if x.shape[-1] % self.pool or x.shape[-2] % self.pool:
-                raise ValueError(f"pool={self.pool} must divide the image side {x.shape[-1]}")
-            x = nn.functional.avg_pool2d(x, self.pool)
+    def activations(self, x: Tensor) -> Tensor:
         out = self.net(x)
-        activations = out.view(x.shape[0], self.width, self.order, *out.shape[-2:]).mean(
-            dim=(1, 3, 4))                                           # [B, |G|], e2cnn order
-        return activations.index_select(1, self.columns).T          # [|G|, B], suite order
+        return out.view(x.shape[0], self.width, self.order, *out.shape[-2:]).mean(
+            dim=(1, 3, 4))                                           # e2cnn's order
