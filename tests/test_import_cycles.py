@@ -12,20 +12,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "equiv"
-
-# Cycles that other changes remove, by name, with who removes them: each one is an expected
-# failure below (strict: once a cycle is gone its test passes, which fails the suite until the
-# entry is deleted here), and no other cycle is allowed.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"equiv.experiments.image_classification",
-               "equiv.experiments.image_classification.protocol"}):
-        "issue 19 item 1: protocol.py imports IMAGENET_BACKBONES and fetch_command back from "
-        "its package",
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
@@ -99,13 +86,6 @@ def test_the_graph_sees_deferred_imports():
 
 
 def test_no_import_cycles():
-    found = {frozenset(c) for c in cycles(import_graph())}
-    unexpected = sorted(sorted(c) for c in found - KNOWN_CYCLES.keys())
-    assert not unexpected, f"import cycles among equiv's modules: {unexpected}"
+    found = cycles(import_graph())
+    assert not found, f"import cycles among equiv's modules: {found}"
 
-
-@pytest.mark.parametrize("known", [
-    pytest.param(sorted(c), marks=pytest.mark.xfail(strict=True, reason=f"known cycle: {why}"),
-                 id="-".join(sorted(c))) for c, why in KNOWN_CYCLES.items()])
-def test_known_cycle_is_gone(known):
-    assert frozenset(known) not in {frozenset(c) for c in cycles(import_graph())}

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from equiv.config import one_of, validate_canonicalize, validate_image_task
 from equiv.errors import ConfigError
+from equiv.experiments.image_classification.resources import IMAGENET_BACKBONES, fetch_command
 from equiv.method_options import LAMBDA_INPUTS, NORMALIZATIONS, SURROGATES, VECTOR_PROXIES
 
 if TYPE_CHECKING:
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 DATASETS = ("digits", "fashion_mnist", "cifar10", "synthetic")
 RGB_DATASETS = ("cifar10", "synthetic")
 SELF_PRETRAINED = ("small_cnn", "small_resnet")           # pretrained upright by the suite
-IMAGENET_BACKBONES = ("tv_resnet18", "tv_alexnet")        # torchvision ImageNet weights
 BACKBONES = SELF_PRETRAINED + IMAGENET_BACKBONES
 HEADS = ("replace", "authors")
 OPTIMIZERS = ("adam", "sgd")
@@ -81,16 +81,6 @@ def check_resources(cfg: DictConfig) -> None:
 
         require_cifar("cifar10", cifar_root(cfg.cache_dir, task.data.get("root")),
                       fetch_command(cfg))
-
-
-def fetch_command(cfg: DictConfig) -> str:
-    """The ``scripts/prefetch.py`` command that fetches everything this run needs."""
-    from equiv.experiments.image_classification.resources import prefetch_command
-
-    b = cfg.backbone
-    weights = b.name in IMAGENET_BACKBONES and b.pretrained
-    return prefetch_command(cfg.task.name, b.name if weights else None, cfg.cache_dir,
-                            cfg.task.data.get("root"))
 
 
 def run(cfg: DictConfig, ctx: RunContext) -> Outcome:

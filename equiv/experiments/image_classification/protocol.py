@@ -34,8 +34,12 @@ from equiv.data.digits import ImageSplit, load_digits_split
 from equiv.data.fashion_mnist import load_fashion_mnist_split
 from equiv.experiment import Outcome, RunContext
 from equiv.experiments.canonicalizer_phases import canonicalizer_seed, train_canonicalizer
-from equiv.experiments.image_classification import IMAGENET_BACKBONES, fetch_command
-from equiv.experiments.image_classification.resources import TORCHVISION_WEIGHTS, require_weights
+from equiv.experiments.image_classification.resources import (
+    IMAGENET_BACKBONES,
+    TORCHVISION_WEIGHTS,
+    fetch_command,
+    require_weights,
+)
 from equiv.groups import GroupAction, image_group
 from equiv.groups.rotations import exact_elements
 from equiv.groups.sampling import transform_elements

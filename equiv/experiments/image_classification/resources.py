@@ -12,10 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from equiv.errors import MissingResourceError
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
 TORCH_SUBDIR = "torch"
+IMAGENET_BACKBONES = ("tv_resnet18", "tv_alexnet")        # torchvision ImageNet weights
 
 
 @dataclass(frozen=True)
@@ -74,3 +79,11 @@ def require_weights(arch: str, cache_dir: str | Path, fetch: str) -> Path:
         raise MissingResourceError(f"torchvision ImageNet weights {w.name} ({w.file_name})",
                                    [path], fetch)
     return path
+
+
+def fetch_command(cfg: DictConfig) -> str:
+    """The ``scripts/prefetch.py`` command that fetches everything this run needs."""
+    b = cfg.backbone
+    weights = b.name in IMAGENET_BACKBONES and b.pretrained
+    return prefetch_command(cfg.task.name, b.name if weights else None, cfg.cache_dir,
+                            cfg.task.data.get("root"))
