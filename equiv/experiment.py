@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,3 +34,16 @@ class Outcome:
 
     def add_point(self, curve: str, step: int, value: float) -> None:
         self.curves.setdefault(curve, []).append({"step": step, "value": value})
+
+
+# The phases in which a method trains its own parameters with the backbone frozen, before
+# finetuning; each has an "after phase" summary line and table column.
+FROZEN_BACKBONE_PHASES = {"lambda_phase": "λ", "canonicalizer_phase": "canonicalizer"}
+
+
+def phases_run(metrics: Mapping[str, Any], method: Any, key: str) -> list[tuple[str, str]]:
+    """``(summary label, phase)`` for each frozen-backbone phase whose metric
+    ``key.format(phase)`` the run recorded, e.g. ``("after the λ phase (200 steps, backbone
+    frozen)", "lambda_phase")``."""
+    return [(f"after the {name} phase ({method[phase].steps} steps, backbone frozen)", phase)
+            for phase, name in FROZEN_BACKBONE_PHASES.items() if key.format(phase) in metrics]

@@ -210,6 +210,9 @@ def test_results_json_content(method, tmp_path):
         assert m["finetuned_invariance_error"] < 1e-4
     if method == "lambda_equitune":
         assert 0.0 <= m["lambda_phase_accuracy"] <= 1.0
+    phase = {"lambda_equitune": "λ", "canonicalize": "canonicalizer"}.get(method)
+    after = [label.strip() for label, _ in report.summary if "phase" in label]
+    assert after == ([f"after the {phase} phase (4 steps, backbone frozen)"] if phase else [])
     assert execute(cfg, run_dir).skipped
     cfg.force = True
     rerun = execute(cfg, run_dir)

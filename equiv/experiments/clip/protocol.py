@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from equiv.backbones.clip import ClipClassifier, cached_text_classifier, text_classifier
 from equiv.config import phase_steps
 from equiv.data.clip_prompts import prompts_hash
-from equiv.experiment import Outcome, RunContext
+from equiv.experiment import Outcome, RunContext, phases_run
 from equiv.experiments.canonicalizer_phases import canonicalizer_seed
 from equiv.experiments.clip.canonicalize import canonicalizer_phase, prior_phase
 from equiv.experiments.clip.compat import AuthorsLambdaEquitune
@@ -365,12 +365,8 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
     m, t = out.metrics, cfg.task
     lines = [(f"{t.dataset} top-1, no transform (backbone alone)", m["upright_accuracy"]),
              (f"{t.dataset} top-1 under random {t.transform}, zero-shot", m["zeroshot_accuracy"])]
-    if "lambda_phase_accuracy" in m:
-        lines.append((f"  after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
-                      "frozen)", m["lambda_phase_accuracy"]))
-    if "canonicalizer_phase_accuracy" in m:
-        lines.append((f"  after the canonicalizer phase ({cfg.method.canonicalizer_phase.steps} "
-                      "steps, backbone frozen)", m["canonicalizer_phase_accuracy"]))
+    lines += [(f"  {label}", m[f"{phase}_accuracy"])
+              for label, phase in phases_run(m, cfg.method, "{}_accuracy")]
     if "finetuned_accuracy" in m:
         lines.append((f"  after finetuning ({t.finetune.steps} steps)", m["finetuned_accuracy"]))
     text = [(label, f"{100 * value:.2f} %") for label, value in lines]

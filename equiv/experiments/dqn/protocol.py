@@ -45,7 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from equiv.checkpoints import fingerprint
-from equiv.experiment import Outcome, RunContext
+from equiv.experiment import Outcome, RunContext, phases_run
 from equiv.experiments.canonicalizer_phases import canonicalizer_seed, train_canonicalizer
 from equiv.experiments.dqn.environments import env_factory
 from equiv.instantiate import build, build_method
@@ -297,12 +297,8 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
                       f"{m['pretrained_return']:.3f}"))
     lines.append((f"zero-shot return on the full distribution ({n} episodes)",
                   f"{m['return_zero_shot']:.3f}"))
-    if "return_lambda_phase" in m:
-        lines.append((f"  after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
-                      "frozen)", f"{m['return_lambda_phase']:.3f}"))
-    if "return_canonicalizer_phase" in m:
-        lines.append((f"  after the canonicalizer phase ({cfg.method.canonicalizer_phase.steps} "
-                      "steps, backbone frozen)", f"{m['return_canonicalizer_phase']:.3f}"))
+    lines += [(f"  {label}", f"{m[f'return_{phase}']:.3f}")
+              for label, phase in phases_run(m, cfg.method, "return_{}")]
     if "return_finetuned" in m:
         lines.append((f"after {cfg.task.finetune.dqn.total_steps} env steps of finetuning",
                       f"{m['return_finetuned']:.3f}"))

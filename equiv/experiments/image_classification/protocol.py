@@ -32,7 +32,7 @@ from equiv.checkpoints import fingerprint
 from equiv.data.cifar import cifar_root, load_cifar10_split, synthetic_split
 from equiv.data.digits import ImageSplit, load_digits_split
 from equiv.data.fashion_mnist import load_fashion_mnist_split
-from equiv.experiment import Outcome, RunContext
+from equiv.experiment import Outcome, RunContext, phases_run
 from equiv.experiments.canonicalizer_phases import canonicalizer_seed, train_canonicalizer
 from equiv.experiments.image_classification.resources import (
     IMAGENET_BACKBONES,
@@ -523,12 +523,8 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
         ("upright test accuracy (pretrained backbone, no transform)", m["upright_accuracy"])]
     zeroshot = "zero-shot" if m["upright_accuracy"] is not None else "zero-shot (new head)"
     lines.append((f"{cfg.task.transform} test accuracy, {zeroshot}", m["zeroshot_accuracy"]))
-    if "lambda_phase_accuracy" in m:
-        lines.append((f"  after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
-                      "frozen)", m["lambda_phase_accuracy"]))
-    if "canonicalizer_phase_accuracy" in m:
-        lines.append((f"  after the canonicalizer phase ({cfg.method.canonicalizer_phase.steps} "
-                      "steps, backbone frozen)", m["canonicalizer_phase_accuracy"]))
+    lines += [(f"  {label}", m[f"{phase}_accuracy"])
+              for label, phase in phases_run(m, cfg.method, "{}_accuracy")]
     if "finetuned_accuracy" in m:
         lines.append((f"  after finetuning ({cfg.task.finetune.steps} steps)",
                       m["finetuned_accuracy"]))

@@ -26,7 +26,7 @@ from torch import nn
 
 from equiv.backbones.seq2seq import Seq2Seq
 from equiv.checkpoints import fingerprint
-from equiv.experiment import Outcome, RunContext
+from equiv.experiment import Outcome, RunContext, phases_run
 from equiv.experiments.scan.data import ScanData, load
 from equiv.experiments.scan.evaluate import equivariance_agreement, exact_match
 from equiv.experiments.scan.pretrain import pretrain_seq2seq
@@ -393,14 +393,8 @@ def summary_lines(out: Outcome, cfg: DictConfig) -> list[tuple[str, str]]:
                   f"{m['test_view_ceiling']:.4f} / {m['test_acc_oracle']:.4f}"))
     lines.append(("val / test exact match, zero-shot",
                   f"{m['val_acc_zero_shot']:.4f} / {m['test_acc_zero_shot']:.4f}"))
-    if "test_acc_lambda_phase" in m:
-        lines.append((f"after the λ phase ({cfg.method.lambda_phase.steps} steps, backbone "
-                      "frozen)", f"{m['val_acc_lambda_phase']:.4f} / "
-                      f"{m['test_acc_lambda_phase']:.4f}"))
-    if "test_acc_canonicalizer_phase" in m:
-        lines.append((f"after the canonicalizer phase ({cfg.method.canonicalizer_phase.steps} "
-                      "steps, backbone frozen)", f"{m['val_acc_canonicalizer_phase']:.4f} / "
-                      f"{m['test_acc_canonicalizer_phase']:.4f}"))
+    lines += [(label, f"{m[f'val_acc_{phase}']:.4f} / {m[f'test_acc_{phase}']:.4f}")
+              for label, phase in phases_run(m, cfg.method, "test_acc_{}")]
     stages = [s for s in ("zero_shot", "canonicalizer_phase") if f"test_identity_share_{s}" in m]
     if stages:
         shares = [(m[f"test_identity_share_{s}"], m[f"test_canonical_in_training_{s}"])
