@@ -54,6 +54,18 @@ COLUMNS = {
     ],
 }
 
+# Shown only for tasks whose runs record them: image tasks over an interpolated group (rot45).
+APPROXIMATE_GROUP_COLUMNS = [
+    ("finetuned_invariance_error_exact", "max invariance error, exact elements (finetuned)", None),
+    ("upright_masked_accuracy", "upright, masked to the disc", 3),
+]
+APPROXIMATE_GROUP_NOTE = (
+    " Over an interpolated group (rot45: 45° turns by bilinear interpolation, every view masked"
+    " to the inscribed disc) \"max invariance error\" is over all its elements, interpolation"
+    " included; the \"exact elements\" column is over the quarter turns alone (rounding only);"
+    " \"upright, masked to the disc\" is the pretrained backbone on upright test images under"
+    " the mask every view gets.")
+
 
 DQN_NOTE = (
     " Returns are mean greedy returns over fixed evaluation episodes (the same for every method"
@@ -535,9 +547,12 @@ def main(argv: list[str] | None = None, api: Any = None) -> int:
         if families[task] not in COLUMNS:
             print(f"skipped {task}: no table layout for task family {families[task]!r}")
             continue
-        columns = COLUMNS[families[task]]
+        columns, note = COLUMNS[families[task]], ""
+        records = [r for r in runs if r["task"] == task]
+        if any(APPROXIMATE_GROUP_COLUMNS[0][0] in r["metrics"] for r in records):
+            columns, note = columns + APPROXIMATE_GROUP_COLUMNS, APPROXIMATE_GROUP_NOTE
         summary = summarize(frame[frame["task"] == task], [m for m, _, _ in columns])
-        write_table(args.out, task, intro, *task_table(summary, columns))
+        write_table(args.out, task, intro + note, *task_table(summary, columns))
     dqn_tasks = sorted(t for t, family in families.items() if family == "dqn")
     if dqn_tasks:
         columns = COLUMNS["dqn"]

@@ -1,6 +1,7 @@
 """Tables from synthetic results.json files: means, stds, exclusions, determinism."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -48,6 +49,26 @@ def test_table_content_and_determinism(tmp_path):
     after = ((tmp_path / "tables" / "digits_rot90.md").read_text()
              + (tmp_path / "tables" / "digits_rot90.csv").read_text())
     assert before == after
+
+
+def test_interpolated_group_runs_get_the_exact_error_and_masked_columns(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs, "equitune", 0, 0.5, 0.9, invariance_error=1.5)
+    proc = make_tables(runs, tmp_path / "plain")
+    assert proc.returncode == 0, proc.stderr
+    md_plain = (tmp_path / "plain" / "digits_rot90.md").read_text()
+    assert "exact elements" not in md_plain and "masked" not in md_plain
+    path = runs / "digits_rot90" / "equitune" / "default" / "seed=0" / "results.json"
+    data = json.loads(path.read_text())
+    data["metrics"].update(finetuned_invariance_error_exact=3e-6, upright_masked_accuracy=0.97)
+    path.write_text(json.dumps(data))
+    assert make_tables(runs, tmp_path / "tables").returncode == 0
+    md = (tmp_path / "tables" / "digits_rot90.md").read_text()
+    header, _, row = [ln for ln in md.splitlines() if ln.startswith("|")][:3]
+    assert header.split(" | ")[-3:-1] == ["max invariance error, exact elements (finetuned)",
+                                          "upright, masked to the disc"]
+    assert row.endswith("| 1.5e+00 | 3.0e-06 | 0.970 | 1 |")
+    assert "quarter turns alone" in md
 
 
 def test_missing_runs_directory_exits_2(tmp_path):
