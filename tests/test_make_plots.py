@@ -262,11 +262,11 @@ def test_dqn_learning_curves_one_figure_per_env(tmp_path, capsys):
 
 
 def fake_image_run(root: Path, method: str, seed: int, values, steps=(0, 50, 100),
-                   task: str = "fmnist_rot90") -> None:
+                   task: str = "fmnist_rot90", group: str = "rot90") -> None:
     curve = [{"step": s, "value": v} for s, v in zip(steps, values, strict=True)]
-    write_results(root / task / method / f"seed={seed}", {
+    write_results(root / task / method / group / f"seed={seed}", {
         "status": "complete", "task": task, "method": method, "backbone": "small_resnet",
-        "group": "rot90", "seed": seed, "pretrained": True,
+        "group": group, "seed": seed, "pretrained": True,
         "metrics": {"finetuned_accuracy": values[-1]}, "curves": {"test_accuracy": curve}})
 
 
@@ -283,6 +283,17 @@ def test_image_finetune_curve_per_image_task(tmp_path, capsys):
     assert "wrote" in out and "fmnist_rot90_finetune_curve.png" in out
     assert "skipped digits_rot90_finetune_curve" in out
     assert (tmp_path / "figs" / "fmnist_rot90_finetune_curve.pdf").is_file()
+
+
+def test_image_curve_draws_the_main_group_and_leaves_subgroup_runs_to_the_table(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        fake_image_run(runs, "equitune", seed, [0.2, 0.4, 0.6], task="fmnist_rot45",
+                       group="rot45")
+    fake_image_run(runs, "equitune", 0, [0.9, 0.9, 0.9], task="fmnist_rot45", group="rot90")
+    fig = make_plots.image_finetune_curve(load_runs(runs))
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "equitune (2 seeds)"]
+    assert list(line.get_ydata()) == [0.2, 0.4, 0.6]           # the rot45 seeds, not rot90's
 
 
 def test_dqn_evaluation_steps_are_aligned_across_seeds():
