@@ -20,9 +20,10 @@ T = TypeVar("T")
 def with_own_lr(params: list[nn.Parameter], own: list[nn.Parameter],
                 lr: float | None) -> list[nn.Parameter] | list[dict[str, Any]]:
     """``params`` and ``own`` for one optimizer: a plain list when ``lr`` is None (the
-    optimizer's lr for all), else two parameter groups with ``own`` at ``lr`` (e.g. a
-    canonicalizer beside a backbone finetuned at CLIP's 5e-6, where it would barely move)."""
-    if lr is None:
+    optimizer's lr for all) or ``own`` is empty (e.g. frozen), else two parameter groups with
+    ``own`` at ``lr`` (e.g. a canonicalizer beside a backbone finetuned at CLIP's 5e-6, where it
+    would barely move)."""
+    if lr is None or not own:
         return params + own
     return [{"params": params}, {"params": own, "lr": lr}]
 

@@ -49,6 +49,7 @@ def test_without_an_lr_the_parameters_stay_one_list():
     a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(3))
     assert with_own_lr([a], [b], None) == [a, b]
     assert with_own_lr([a], [b], 0.5) == [{"params": [a]}, {"params": [b], "lr": 0.5}]
+    assert with_own_lr([a], [], 0.5) == [a]                   # a frozen canonicalizer
 
 
 @pytest.mark.parametrize("family", FAMILIES)
