@@ -11,6 +11,10 @@ set -u
 : "${JOBS:?a file of job lines}" "${LOGS:?a log directory}" "${CACHE:?a cache_dir}" "${OUT:?an output_root}"
 python=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# Keep freed tensor memory in glibc's heap instead of unmapping and re-faulting it every step
+# (README, "glibc's allocator on CPU"): same results, a quarter to a third less CPU on Fashion-MNIST.
+export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-4294967296}
+export MALLOC_TRIM_THRESHOLD_=${MALLOC_TRIM_THRESHOLD_:-68719476736}
 mkdir -p "$LOGS"
 while true; do
   line=$(flock "$JOBS.lock" bash -c 'j=$(head -n1 "$0"); [ -n "$j" ] && sed -i 1d "$0"; echo "$j"' "$JOBS")
